@@ -1,0 +1,82 @@
+"""Facial expression encoder: a small residual CNN over 48x48 grayscale face crops framed
+as FER-2013 frames its faces (``models.features.vision.aligned_crop``).
+
+In:  crops uint8 [N, 48, 48] through ``prepare`` (centre 44x44, scaled), or the float
+     tensor it returns [N, 1, 44, 44].
+Out: emb [N, 128] (per-frame input of the fusion model), logits [N, 7] over
+     ``models.labels.FER_EMOTIONS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from models.labels import FER_EMOTIONS
+
+INPUT = 44  # training takes random 44x44 crops of the 48x48 faces, inference the centre one
+
+
+@dataclass
+class FaceEncoderConfig:
+    width: int = 32
+    blocks: int = 2  # residual blocks per stage
+    emb: int = 128
+    n_emotions: int = len(FER_EMOTIONS)
+    dropout: float = 0.2
+
+
+class _Residual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.skip = (
+            nn.Identity()
+            if cin == cout and stride == 1
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+def prepare(crops: np.ndarray) -> torch.Tensor:
+    """uint8 [N, 48, 48] faces -> normalised float [N, 1, 44, 44] centre crops."""
+    c = np.asarray(crops)
+    if c.dtype != np.uint8 or c.ndim != 3 or c.shape[1:] != (48, 48):
+        raise ValueError(f"face crops must be uint8 [N, 48, 48], got {c.dtype} {c.shape}")
+    m = (48 - INPUT) // 2
+    x = torch.from_numpy(np.ascontiguousarray(c[:, m : m + INPUT, m : m + INPUT])).float().div_(255.0)
+    return normalise(x.unsqueeze(1))
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] pixels -> the network's input scale."""
+    return (x - 0.5) / 0.25
+
+
+class FaceEncoder(nn.Module):
+    def __init__(self, cfg: FaceEncoderConfig = FaceEncoderConfig()):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        layers = [nn.Conv2d(1, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+        for cin, cout in ((w, 2 * w), (2 * w, 4 * w), (4 * w, 8 * w)):
+            layers.append(_Residual(cin, cout, 2))
+            layers += [_Residual(cout, cout, 1) for _ in range(cfg.blocks - 1)]
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.embed = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(8 * w, cfg.emb), nn.GELU())
+        self.head = nn.Linear(cfg.emb, cfg.n_emotions)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        emb = self.embed(self.features(x))
+        return {"emb": emb, "logits": self.head(emb)}

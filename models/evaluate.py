@@ -1,0 +1,411 @@
+"""Evaluate the shipped models: ``python -m models.evaluate``.
+
+Writes ``docs/evaluation.json`` (every figure), ``docs/figures/*.png`` and
+``docs/evaluation.md`` (the evaluation document). Sections:
+1. CMU-MOSI and CMU-MOSEI test, text only, MMSA's metrics, beside a frozen-MiniLM +
+   ridge baseline trained on the same data;
+2. LNLN's robustness protocol on MOSI test text (rates 0.0 ... 0.9, three seeds);
+3. RAVDESS held-out actors and EmoDB held-out speakers (emotion, mapped sentiment);
+4. FER-2013 test (emotion, mapped sentiment), also through the live face-mesh path;
+5. the composed trimodal test set: missing rates and modality subsets, beside each
+   unimodal encoder alone and a confidence-weighted late fusion;
+6. calibration (ECE) and the fusion model's speed (ONNX, batch 1, one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models import metrics
+from models.composed import ComposedData
+from models.data import load_faces, load_speech, load_text
+from models.featurize import speech_features, text_features, text_features_at_rate
+from models.labels import EMOTIONS, FER_EMOTIONS, RAVDESS_EMOTIONS, sentiment_index, sentiment_matrix
+from models.missing import SUBSET_NAMES, SUBSETS, TEST_RATES
+from models.paths import REPO_ROOT, assets_dir, cache_dir
+from models.runtime import FUSION_INPUTS, SentimentModel
+from models.train import corpus_emotion_mask, predict_audio, predict_face, predict_text
+from models.types import score_to_class
+from models.unimodal import pad_batch
+
+SEEDS = (0, 1, 2)
+COMPOSED_SEED = 7
+
+
+def _pct(d: dict) -> dict:
+    return {k: (round(100 * v, 2) if k.startswith(("acc", "f1", "ece")) else round(v, 4)) for k, v in d.items()}
+
+
+# ---------------------------------------------------------------- fused prediction helpers
+@torch.no_grad()
+def fused(model: SentimentModel, s: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(scores [B], calibrated probs [B, 3]) of the fusion model on UnimodalStack outputs."""
+    out = model.fusion(*(s[k] for k in FUSION_INPUTS))
+    z = out["logits"].numpy().astype(np.float64) / model.fusion_temperature
+    z -= z.max(1, keepdims=True)
+    p = np.exp(z)
+    return out["score"].clamp(-3, 3).numpy(), p / p.sum(1, keepdims=True)
+
+
+def text_only_batch(feats: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    b = len(feats)
+    tx, tv = pad_batch(feats, 384)
+    return {
+        "text_x": tx,
+        "text_valid": tv,
+        "audio_x": torch.zeros(b, 1, 387),
+        "audio_valid": torch.zeros(b, 1, dtype=torch.bool),
+        "vision_x": torch.zeros(b, 1, 135),
+        "vision_valid": torch.zeros(b, 1, dtype=torch.bool),
+        "present": torch.tensor([[True, False, False]] * b),
+    }
+
+
+def predict_text_models(model: SentimentModel, feats: list[np.ndarray], batch: int = 256) -> dict[str, np.ndarray]:
+    """Text encoder alone and the fusion model with text only, on token features."""
+    order = np.argsort([len(f) for f in feats])
+    enc = np.zeros(len(feats), np.float32)
+    fus = np.zeros(len(feats), np.float32)
+    fus_p = np.zeros((len(feats), 3))
+    enc_p = np.zeros((len(feats), 3))
+    for i in range(0, len(order), batch):
+        idx = order[i : i + batch]
+        s = model.stack(text_only_batch([feats[j] for j in idx]))
+        enc[idx] = s["est_t_score"].numpy()
+        enc_p[idx] = s["est_t_probs"].numpy()
+        fus[idx], fus_p[idx] = fused(model, s)
+    return {"encoder": enc, "encoder_probs": enc_p, "fusion": fus, "fusion_probs": fus_p}
+
+
+# ---------------------------------------------------------------- 1 + 2: text
+def ridge_baseline(cache: Path, data_root) -> dict:
+    """Frozen MiniLM sentence embedding (all 6 layers, mean-pooled, normalised) + ridge,
+    trained on MOSI + MOSEI train, alpha chosen on their valid split."""
+    from sklearn.linear_model import Ridge
+
+    from models.features.text import TextFeatureExtractor
+
+    path = cache / "minilm_sentence.npz"
+    tables = {c: load_text(c, data_root) for c in ("mosi", "mosei")}
+    if not path.exists():
+        ex = TextFeatureExtractor(n_layers=6)
+        emb = {}
+        for c, df in tables.items():
+            toks = []
+            texts = df["text"].tolist()
+            for i in tqdm(range(0, len(texts), 512), desc=f"sentence embeddings {c}"):
+                toks += ex(texts[i : i + 512])
+            e = np.stack([t.mean(0) for t in toks])
+            emb[c] = e / np.linalg.norm(e, axis=1, keepdims=True)
+        np.savez(path, **emb)
+    emb = dict(np.load(path))
+
+    def part(split):
+        x = np.concatenate([emb[c][tables[c]["split"] == split] for c in tables])
+        y = np.concatenate([tables[c]["score"][tables[c]["split"] == split] for c in tables])
+        return x, y
+
+    xtr, ytr = part("train")
+    xva, yva = part("valid")
+    best = min((np.abs(Ridge(alpha=a).fit(xtr, ytr).predict(xva) - yva).mean(), a) for a in (0.1, 0.3, 1, 3, 10, 30))
+    ridge = Ridge(alpha=best[1]).fit(xtr, ytr)
+    out = {"alpha": best[1]}
+    for c, df in tables.items():
+        m = (df["split"] == "test").to_numpy()
+        out[c] = _pct(metrics.mmsa_regression(ridge.predict(emb[c][m]), df["score"][m]))
+    return out
+
+
+def evaluate_text(model: SentimentModel, cache: Path, data_root) -> dict:
+    res = {"baseline_minilm_ridge": ridge_baseline(cache, data_root)}
+    for corpus in ("mosi", "mosei"):
+        df = load_text(corpus, data_root)
+        rag, _ = text_features(cache, corpus, 0, data_root)
+        rows = np.flatnonzero(df["split"].to_numpy() == "test")
+        y = df["score"].to_numpy()[rows]
+        p = predict_text_models(model, [rag[r] for r in rows])
+        cls = score_to_class(y)
+        res[corpus] = {
+            "n": int(len(rows)),
+            "text_encoder": _pct(metrics.mmsa_regression(p["encoder"], y)),
+            "fusion_text_only": _pct(metrics.mmsa_regression(p["fusion"], y)),
+            "text_encoder_classes": _pct(metrics.classification(p["encoder_probs"], cls)),
+            "fusion_text_only_classes": _pct(metrics.classification(p["fusion_probs"], cls)),
+        }
+    return res
+
+
+def evaluate_lnln_protocol(model: SentimentModel, cache: Path, data_root) -> dict:
+    """MOSI test text with word pieces dropped to [UNK] at r = 0.0 ... 0.9, seeds 0-2:
+    per-rate metrics averaged over seeds, then the average over rates."""
+    df = load_text("mosi", data_root)
+    rows = np.flatnonzero(df["split"].to_numpy() == "test")
+    y = df["score"].to_numpy()[rows]
+    per_rate = {}
+    for rate in tqdm(TEST_RATES, desc="LNLN protocol (MOSI)"):
+        runs = {"text_encoder": [], "fusion_text_only": []}
+        for seed in SEEDS if rate > 0 else SEEDS[:1]:
+            if rate == 0:
+                rag, _ = text_features(cache, "mosi", 0, data_root)
+                feats = [rag[r] for r in rows]
+            else:
+                rag, _ = text_features_at_rate(cache, "mosi", "test", rate, seed, data_root)
+                feats = [rag[i] for i in range(len(rows))]
+            p = predict_text_models(model, feats)
+            runs["text_encoder"].append(metrics.mmsa_regression(p["encoder"], y))
+            runs["fusion_text_only"].append(metrics.mmsa_regression(p["fusion"], y))
+        per_rate[str(rate)] = {k: _pct(_mean_dicts(v)) for k, v in runs.items()}
+    avg = {
+        k: {m: round(float(np.mean([per_rate[str(r)][k][m] for r in TEST_RATES])), 2 if m != "mae" and m != "corr" else 4)
+            for m in per_rate["0.0"][k]}
+        for k in ("text_encoder", "fusion_text_only")
+    }
+    return {"per_rate": per_rate, "average": avg}
+
+
+def _mean_dicts(ds: list[dict]) -> dict:
+    return {k: float(np.mean([d[k] for d in ds])) for k in ds[0]}
+
+
+# ---------------------------------------------------------------- 3: speech
+def evaluate_speech(model: SentimentModel, cache: Path, data_root) -> dict:
+    df = load_speech(data_root)
+    feats, extra = speech_features(cache, 0, data_root)
+    by_row = {int(r): i for i, r in enumerate(extra["row"])}
+    res = {}
+    for corpus in ("ravdess", "emodb"):
+        rows = np.flatnonzero((df["split"] == "test").to_numpy() & (df["corpus"] == corpus).to_numpy())
+        logits = predict_audio(model.stack.audio, [feats[by_row[r]].astype(np.float32) for r in rows])
+        allowed = corpus_emotion_mask(corpus)
+        z = np.where(allowed, logits, -np.inf)
+        pred = z.argmax(1)
+        truth = df["emotion_idx"].to_numpy()[rows]
+        probs = model.stack.audio_probs(torch.from_numpy(logits)).numpy()
+        sent_p = probs @ sentiment_matrix(EMOTIONS)
+        sent_truth = np.array([sentiment_index(EMOTIONS[e]) for e in truth])
+        keep = sent_truth >= 0
+        names = [e for e, a in zip(EMOTIONS, allowed) if a]
+        res[corpus] = {
+            "n": int(len(rows)),
+            "speakers": sorted(int(s) for s in set(df["speaker"].to_numpy()[rows])),
+            "emotion_acc": round(100 * float(np.mean(pred == truth)), 2),
+            "n_classes": int(allowed.sum()),
+            "sentiment": _pct(metrics.classification(sent_p[keep], sent_truth[keep])),
+            "confusion": _confusion(truth, pred, [EMOTIONS.index(n) for n in names]),
+            "class_names": names,
+        }
+    return res
+
+
+def _confusion(truth, pred, labels) -> list[list[int]]:
+    idx = {l: i for i, l in enumerate(labels)}
+    m = np.zeros((len(labels), len(labels)), int)
+    for t, p in zip(truth, pred):
+        if t in idx and p in idx:
+            m[idx[t], idx[p]] += 1
+    return m.tolist()
+
+
+# ---------------------------------------------------------------- 4: faces
+def evaluate_faces(model: SentimentModel, data_root, live_path: bool = True) -> dict:
+    test = load_faces("test", data_root)
+    truth = np.array([FER_EMOTIONS.index(EMOTIONS[e]) for e in test.emotion_idx])
+    logits = predict_face(model.stack.face, test.images)["logits"]
+    pred = logits.argmax(1)
+    probs = model.stack.face_probs(torch.from_numpy(logits)).numpy()
+    sent_p = probs @ sentiment_matrix(FER_EMOTIONS)
+    sent_truth = np.array([sentiment_index(e) for e in np.array(FER_EMOTIONS)[truth]])
+    keep = sent_truth >= 0
+    res = {
+        "n": int(len(test)),
+        "emotion_acc": round(100 * float(np.mean(pred == truth)), 2),
+        "emotion_acc_no_flip": round(
+            100 * float(np.mean(predict_face(model.stack.face, test.images, flip=False)["logits"].argmax(1) == truth)), 2
+        ),
+        "sentiment": _pct(metrics.classification(sent_p[keep], sent_truth[keep])),
+        "confusion": _confusion(truth, pred, list(range(len(FER_EMOTIONS)))),
+        "class_names": list(FER_EMOTIONS),
+    }
+    if live_path:
+        from models.features.vision import FaceAnalyzer, fer_image_to_frame
+
+        analyzer = FaceAnalyzer(static=True, max_faces=1)
+        crops, found = [], []
+        for img in tqdm(test.images, desc="FER test through the face mesh"):
+            obs = analyzer(fer_image_to_frame(img))
+            found.append(obs.has_face)
+            if obs.has_face:
+                crops.append(obs.crop)
+        found = np.array(found)
+        lp = predict_face(model.stack.face, np.stack(crops))["logits"].argmax(1)
+        res["live_path"] = {
+            "face_found": round(100 * float(found.mean()), 2),
+            "emotion_acc_on_found": round(100 * float(np.mean(lp == truth[found])), 2),
+            "raw_acc_on_found": round(100 * float(np.mean(pred[found] == truth[found])), 2),
+        }
+    return res
+
+
+# ---------------------------------------------------------------- 5: composed windows
+def evaluate_composed(model: SentimentModel, cache: Path, run: Path, data_root) -> dict:
+    data = ComposedData("test", cache, np.load(run / "face_views_test.npy"), data_root)
+    specs = data.compose(np.random.default_rng(COMPOSED_SEED))
+    y = np.array([s.score for s in specs], np.float32)
+    cls = np.array([s.cls for s in specs])
+    conditions = [("rate", r, SUBSETS[0]) for r in TEST_RATES] + [("subset", 0.0, s) for s in SUBSETS]
+    res = {"n_windows": len(specs), "rates": {}, "subsets": {}}
+    all_conf, all_correct = [], []
+    for kind, rate, subset in tqdm(conditions, desc="composed test conditions"):
+        override = data.text_at_rate(specs, rate, COMPOSED_SEED) if rate > 0 else None
+        rng = np.random.default_rng(COMPOSED_SEED + int(rate * 10))
+        outs = {k: ([], []) for k in ("fusion", "text", "audio", "vision", "late_fusion")}
+        for i in range(0, len(specs), 256):
+            sp = specs[i : i + 256]
+            presence = np.tile(np.array(subset, bool), (len(sp), 1))
+            b, _ = data.batch(sp, np.full((len(sp), 3), rate), presence, rng, None if override is None else override[i : i + 256])
+            s = model.stack(b)
+            f_score, f_probs = fused(model, s)
+            outs["fusion"][0].append(f_score)
+            outs["fusion"][1].append(f_probs)
+            pres = s["present"].numpy()
+            prior_p = np.tile(model.prior_probs, (len(sp), 1))
+            est = {}
+            for name, key, m in (("text", "t", 0), ("audio", "a", 1), ("vision", "v", 2)):
+                sc = np.where(pres[:, m], s[f"est_{key}_score"].numpy(), model.prior_score)
+                pr = np.where(pres[:, m : m + 1], s[f"est_{key}_probs"].numpy(), prior_p)
+                outs[name][0].append(sc)
+                outs[name][1].append(pr)
+                est[name] = (sc, pr, pres[:, m])
+            w = np.stack([e[1].max(1) * e[2] for e in est.values()], 1)  # confidence of present ones
+            wsum = w.sum(1, keepdims=True)
+            lf_s = np.where(wsum[:, 0] > 0, (w * np.stack([e[0] for e in est.values()], 1)).sum(1) / np.maximum(wsum[:, 0], 1e-9), model.prior_score)
+            lf_p = np.where(wsum > 0, np.einsum("bm,bmc->bc", w, np.stack([e[1] for e in est.values()], 1)) / np.maximum(wsum, 1e-9), prior_p)
+            outs["late_fusion"][0].append(lf_s)
+            outs["late_fusion"][1].append(lf_p)
+        row = {}
+        for name, (scores, probs) in outs.items():
+            sc, pr = np.concatenate(scores), np.concatenate(probs)
+            c = metrics.classification(pr, cls)
+            row[name] = {
+                "acc3": round(100 * c["acc"], 2),
+                "f1_macro": round(100 * c["f1_macro"], 2),
+                "mae": round(float(np.abs(sc - y).mean()), 4),
+                "acc2_non0": round(100 * float(np.mean((sc[y != 0] > 0) == (y[y != 0] > 0))), 2),
+                "ece": round(100 * c["ece"], 2),
+            }
+            if name == "fusion":
+                all_conf.append(pr.max(1))
+                all_correct.append(pr.argmax(1) == cls)
+        key = str(rate) if kind == "rate" else SUBSET_NAMES[subset]
+        res["rates" if kind == "rate" else "subsets"][key] = row
+    res["fusion_ece_all_conditions"] = round(
+        100 * metrics.expected_calibration_error(np.concatenate(all_conf), np.concatenate(all_correct)), 2
+    )
+    res["_reliability"] = (np.concatenate(all_conf).tolist(), np.concatenate(all_correct).astype(int).tolist())
+    return res
+
+
+# ---------------------------------------------------------------- 6: speed
+def benchmark_fusion(assets: Path, n: int = 500) -> dict:
+    """Fusion forward pass in onnxruntime, batch 1, one thread, a typical 3 s window
+    (20 word pieces, 75 audio states, 15 face frames)."""
+    import onnxruntime as ort
+
+    from models.export import random_fusion_inputs
+
+    path = assets / "onnx" / "fusion.onnx"
+    if not path.exists():
+        return {"error": f"{path} missing: run python -m models.export"}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = random_fusion_inputs(1, 20, 75, 15, np.random.default_rng(0))
+    feed["present"][:] = True
+    feed["text_valid"][:] = True
+    for _ in range(50):
+        sess.run(None, feed)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append(1000 * (time.perf_counter() - t0))
+    return {
+        "p50_ms": round(float(np.median(times)), 3),
+        "p95_ms": round(float(np.percentile(times, 95)), 3),
+        "mean_ms": round(float(np.mean(times)), 3),
+        "n": n,
+        "machine": f"{platform.machine()}, {_cpu_name()}, {torch.get_num_threads()} torch threads available",
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+# ---------------------------------------------------------------- main
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data")
+    ap.add_argument("--cache")
+    ap.add_argument("--assets")
+    ap.add_argument("--docs", default=str(REPO_ROOT / "docs"), help="where the report, figures and document go")
+    ap.add_argument("--sections", default="text,lnln,speech,faces,composed,speed")
+    ap.add_argument("--no-live-faces", action="store_true", help="skip FER test through the face mesh")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    cache = cache_dir(args.cache)
+    run = cache / "run"
+    assets = assets_dir(args.assets)
+    docs = Path(args.docs)
+    (docs / "figures").mkdir(parents=True, exist_ok=True)
+    report_path = docs / "evaluation.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    model = SentimentModel.load(assets, use_onnx=False)
+    sections = args.sections.split(",")
+    t0 = time.time()
+    if "text" in sections:
+        report["text"] = evaluate_text(model, cache, args.data)
+    if "lnln" in sections:
+        report["lnln_protocol"] = evaluate_lnln_protocol(model, cache, args.data)
+    if "speech" in sections:
+        report["speech"] = evaluate_speech(model, cache, args.data)
+    if "faces" in sections:
+        report["faces"] = evaluate_faces(model, args.data, not args.no_live_faces)
+    if "composed" in sections:
+        comp = evaluate_composed(model, cache, run, args.data)
+        conf, correct = comp.pop("_reliability")
+        np.savez(run / "reliability.npz", confidence=np.asarray(conf), correct=np.asarray(correct))
+        report["composed"] = comp
+    if "speed" in sections:
+        report["speed"] = benchmark_fusion(assets)
+    report["meta"] = {
+        "assets": str(assets),
+        "evaluated": time.strftime("%Y-%m-%d %H:%M"),
+        "eval_seconds": round(time.time() - t0),
+        "train_timings_s": json.loads((run / "timings.json").read_text()) if (run / "timings.json").exists() else {},
+    }
+    from models.report import write_document
+
+    rel = dict(np.load(run / "reliability.npz")) if (run / "reliability.npz").exists() else None
+    report_path.write_text(json.dumps(report, indent=1))
+    write_document(report, docs, rel)
+    print(f"wrote {report_path}, {docs / 'evaluation.md'} and figures")
+
+
+if __name__ == "__main__":
+    main()

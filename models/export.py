@@ -1,0 +1,188 @@
+"""Export the fusion model (and the small audio and face encoders) to ONNX:
+``python -m models.export``.
+
+Sequence lengths and the batch are dynamic. After writing each file the command runs it
+in onnxruntime on random windows of several lengths, with missing steps and missing
+modalities (all three absent included), and fails unless every output equals torch's
+within ``--atol`` (default 1e-4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import checkpoint
+from models.encoders.audio import AudioEncoder, AudioEncoderConfig
+from models.encoders.face import INPUT, FaceEncoder, FaceEncoderConfig
+from models.fusion.lnln import EVIDENCE_DIM, LNLN, LNLNConfig, LNLNInference
+from models.paths import assets_dir
+from models.runtime import FUSION_INPUTS
+
+
+def random_fusion_inputs(
+    b: int, lt: int, la: int, lv: int, rng: np.random.Generator, cfg: LNLNConfig = LNLNConfig()
+) -> dict[str, np.ndarray]:
+    """Random fusion inputs with random missing steps and modalities."""
+    present = rng.random((b, 3)) < 0.7
+    return {
+        "text": rng.normal(size=(b, lt, cfg.text_dim)).astype(np.float32),
+        "text_valid": rng.random((b, lt)) < 0.8,
+        "audio": rng.normal(size=(b, la, cfg.audio_dim)).astype(np.float32),
+        "audio_valid": rng.random((b, la)) < 0.8,
+        "vision": rng.normal(size=(b, lv, cfg.vision_dim)).astype(np.float32),
+        "vision_valid": rng.random((b, lv)) < 0.8,
+        "evidence": rng.random((b, EVIDENCE_DIM)).astype(np.float32) * present.repeat([4, 12, 10], axis=1),
+        "present": present,
+    }
+
+
+def export_fusion(model: LNLN, path: Path) -> None:
+    wrapped = LNLNInference(model).eval()
+    ex = random_fusion_inputs(2, 12, 40, 9, np.random.default_rng(0), model.cfg)
+    args = tuple(torch.from_numpy(ex[k]) for k in FUSION_INPUTS)
+    b = torch.export.Dim("batch", min=1, max=1024)
+    lt = torch.export.Dim("text_len", min=1, max=512)
+    la = torch.export.Dim("audio_len", min=1, max=1500)
+    lv = torch.export.Dim("vision_len", min=1, max=1024)
+    shapes = (
+        {0: b, 1: lt},
+        {0: b, 1: lt},
+        {0: b, 1: la},
+        {0: b, 1: la},
+        {0: b, 1: lv},
+        {0: b, 1: lv},
+        {0: b},
+        {0: b},
+    )
+    _export(wrapped, args, path, list(FUSION_INPUTS), ["score", "logits", "completeness"], shapes)
+
+
+class AudioOutputs(torch.nn.Module):
+    """The audio encoder with tuple outputs (states, states_valid, logits)."""
+
+    def __init__(self, m: AudioEncoder):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x, valid):
+        o = self.m(x, valid)
+        return o["states"], o["valid"], o["logits"]
+
+
+class FaceOutputs(torch.nn.Module):
+    """The face encoder with tuple outputs (emb, logits)."""
+
+    def __init__(self, m: FaceEncoder):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        o = self.m(x)
+        return o["emb"], o["logits"]
+
+
+def export_audio(model: AudioEncoder, path: Path) -> None:
+    x = torch.randn(2, 150, model.cfg.in_dim)
+    v = torch.ones(2, 150, dtype=torch.bool)
+    b = torch.export.Dim("batch", min=1, max=1024)
+    n = torch.export.Dim("frames", min=4, max=1500)
+    _export(AudioOutputs(model).eval(), (x, v), path, ["x", "valid"], ["states", "states_valid", "logits"], ({0: b, 1: n}, {0: b, 1: n}))
+
+
+def export_face(model: FaceEncoder, path: Path) -> None:
+    x = torch.randn(2, 1, INPUT, INPUT)
+    b = torch.export.Dim("batch", min=1, max=4096)
+    _export(FaceOutputs(model).eval(), (x,), path, ["x"], ["emb", "logits"], ({0: b},))
+
+
+def _export(module, args, path: Path, inputs, outputs, shapes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(
+            module,
+            args,
+            dynamo=True,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_shapes=shapes,
+            optimize=True,
+            verbose=False,
+        )
+    prog.save(str(path))
+
+
+def max_difference(module, path: Path, feeds: list[dict[str, np.ndarray]]) -> float:
+    """Largest |onnxruntime - torch| over all outputs of all feeds."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    worst = 0.0
+    with torch.no_grad():
+        for feed in feeds:
+            ref = module(*(torch.from_numpy(feed[n]) for n in names))
+            ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+            got = sess.run(None, {n: feed[n] for n in names})
+            for r, g in zip(ref, got):
+                r = r.numpy()
+                if r.dtype == bool:
+                    worst = max(worst, float(np.any(r != g)))
+                else:
+                    worst = max(worst, float(np.abs(r - g).max()))
+    return worst
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--assets", help="assets folder (default assets/)")
+    ap.add_argument("--out", help="output folder (default <assets>/onnx)")
+    ap.add_argument("--atol", type=float, default=1e-4)
+    args = ap.parse_args(argv)
+    a = assets_dir(args.assets)
+    out = Path(args.out) if args.out else a / "onnx"
+    w = a / "weights"
+    rng = np.random.default_rng(1)
+    failures = []
+
+    fusion, _ = checkpoint.load(w / "fusion.safetensors", LNLN, LNLNConfig)
+    export_fusion(fusion, out / "fusion.onnx")
+    feeds = [random_fusion_inputs(b, lt, la, lv, rng) for b, lt, la, lv in ((1, 1, 1, 1), (1, 20, 75, 15), (3, 33, 150, 30), (2, 5, 8, 3))]
+    none = random_fusion_inputs(2, 7, 10, 4, rng)
+    none["present"][:] = False
+    none["evidence"][:] = 0
+    feeds.append(none)
+    diff = max_difference(LNLNInference(fusion).eval(), out / "fusion.onnx", feeds)
+    print(f"fusion.onnx: max |onnxruntime - torch| = {diff:.2e}")
+    failures += ["fusion"] if diff > args.atol else []
+
+    audio, _ = checkpoint.load(w / "audio_encoder.safetensors", AudioEncoder, AudioEncoderConfig)
+    export_audio(audio, out / "audio_encoder.onnx")
+
+    afeeds = [
+        {"x": rng.normal(size=(b, n, audio.cfg.in_dim)).astype(np.float32), "valid": rng.random((b, n)) < 0.9}
+        for b, n in ((1, 150), (2, 77), (1, 9))
+    ]
+    diff = max_difference(AudioOutputs(audio).eval(), out / "audio_encoder.onnx", afeeds)
+    print(f"audio_encoder.onnx: max |onnxruntime - torch| = {diff:.2e}")
+    failures += ["audio"] if diff > args.atol else []
+
+    face, _ = checkpoint.load(w / "face_encoder.safetensors", FaceEncoder, FaceEncoderConfig)
+    export_face(face, out / "face_encoder.onnx")
+
+    ffeeds = [{"x": rng.normal(size=(b, 1, INPUT, INPUT)).astype(np.float32)} for b in (1, 5)]
+    diff = max_difference(FaceOutputs(face).eval(), out / "face_encoder.onnx", ffeeds)
+    print(f"face_encoder.onnx: max |onnxruntime - torch| = {diff:.2e}")
+    failures += ["face"] if diff > args.atol else []
+    if failures:
+        raise SystemExit(f"onnxruntime differs from torch beyond {args.atol}: {failures}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

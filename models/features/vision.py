@@ -1,0 +1,224 @@
+"""Vision features: MediaPipe face mesh (0.10.21, ``mp.solutions.face_mesh``) on each frame.
+
+For each RGB frame the analyser returns a ``FaceObservation``:
+- ``n_faces``: faces found (up to ``max_faces``); the largest one is described;
+- ``crop``: a 48x48 grayscale face aligned by a similarity transform that puts the eye
+  centres and the mouth centre where FER-2013 has them on average (``FER_FRAMING``), so
+  the expression encoder trained on FER-2013 sees live faces framed as in training;
+- ``geometry``: ``GEOMETRY_DIM`` numbers: expressive landmarks in a face frame
+  (origin between the eyes, eye line horizontal, unit inter-ocular distance) and eight
+  ratios (mouth opening and width, smile lift, eye opening, brow height).
+A frame with no face gives ``FaceObservation(n_faces=0)`` with crop and geometry None;
+it is never zero-filled: the window marks that frame as not valid.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+CROP_SIZE = 48
+MAX_SIDE = 4096  # frames larger than this are refused
+N_LANDMARKS = 478
+
+# Landmark indices of the MediaPipe face mesh topology.
+RIGHT_EYE = (33, 133)  # outer, inner corner (the subject's right eye, image left)
+LEFT_EYE = (362, 263)
+MOUTH = (61, 291, 13, 14)  # corners, upper and lower inner lip
+RIGHT_LID = (159, 145)  # upper, lower
+LEFT_LID = (386, 374)
+RIGHT_BROW = (70, 63, 105, 66, 107)
+LEFT_BROW = (336, 296, 334, 293, 300)
+LIPS = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146, 13, 14, 78, 308)
+EYES = (33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380)
+FACE = (1, 4, 152, 234, 454, 10, 168)
+GEOMETRY_POINTS = RIGHT_BROW + LEFT_BROW + EYES + LIPS + FACE
+N_RATIOS = 8
+GEOMETRY_DIM = 2 * len(GEOMETRY_POINTS) + N_RATIOS
+
+#: Where FER-2013 puts the right-eye centre, left-eye centre and mouth centre, in pixels of
+#: its 48x48 images: medians over the train images in which the face mesh finds a face
+#: (recomputed by ``python -m models.features.vision --fer-framing``).
+FER_FRAMING = np.array([[15.21, 18.96], [32.65, 18.79], [24.22, 36.89]], np.float32)
+
+
+@dataclass
+class FaceObservation:
+    n_faces: int
+    crop: np.ndarray | None = None  # uint8 [48, 48]
+    geometry: np.ndarray | None = None  # float32 [GEOMETRY_DIM]
+    landmarks: np.ndarray | None = None  # float32 [478, 3], x and y in pixels
+    box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 in pixels
+
+    @property
+    def has_face(self) -> bool:
+        return self.n_faces > 0 and self.crop is not None
+
+
+def validate_frame(frame: np.ndarray) -> np.ndarray:
+    """RGB uint8 [H, W, 3] (gray [H, W] and RGBA accepted) or ValueError."""
+    f = np.asarray(frame)
+    if f.dtype != np.uint8:
+        raise ValueError(f"frame must be uint8, got {f.dtype}")
+    if f.ndim == 2:
+        f = cv2.cvtColor(f, cv2.COLOR_GRAY2RGB)
+    elif f.ndim == 3 and f.shape[2] == 4:
+        f = f[:, :, :3]
+    elif not (f.ndim == 3 and f.shape[2] == 3):
+        raise ValueError(f"frame must be [H, W, 3], got shape {f.shape}")
+    h, w = f.shape[:2]
+    if min(h, w) < 16 or max(h, w) > MAX_SIDE:
+        raise ValueError(f"frame size {w}x{h} outside 16..{MAX_SIDE} pixels")
+    return np.ascontiguousarray(f)
+
+
+def _points(lm: np.ndarray, idx) -> np.ndarray:
+    return lm[list(idx), :2]
+
+
+def anchor_points(landmarks: np.ndarray) -> np.ndarray:
+    """[3, 2] right-eye centre, left-eye centre, mouth centre (pixels)."""
+    return np.stack(
+        [
+            _points(landmarks, RIGHT_EYE).mean(0),
+            _points(landmarks, LEFT_EYE).mean(0),
+            _points(landmarks, MOUTH[:2]).mean(0),
+        ]
+    ).astype(np.float32)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 least-squares similarity (rotation, uniform scale, shift) taking src points to dst."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    denom = (s**2).sum()
+    if denom < 1e-9:
+        raise ValueError("degenerate landmarks")
+    a = (s * d).sum() / denom
+    b = (s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum() / denom
+    rot = np.array([[a, -b], [b, a]])
+    shift = mu_d - rot @ mu_s
+    return np.hstack([rot, shift[:, None]]).astype(np.float32)
+
+
+def aligned_crop(gray: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """48x48 uint8 crop of a grayscale image, framed as FER-2013 frames its faces."""
+    m = similarity_transform(anchor_points(landmarks), FER_FRAMING)
+    return cv2.warpAffine(gray, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+
+
+def geometry_features(landmarks: np.ndarray) -> np.ndarray:
+    """Pose- and scale-normalised expressive landmarks plus eight ratios, float32 [GEOMETRY_DIM]."""
+    lm = landmarks[:, :2].astype(np.float64)
+    r_eye, l_eye = lm[list(RIGHT_EYE)].mean(0), lm[list(LEFT_EYE)].mean(0)
+    centre = (r_eye + l_eye) / 2
+    axis = l_eye - r_eye
+    iod = float(np.hypot(*axis))
+    if iod < 1e-6:
+        raise ValueError("degenerate landmarks")
+    c, s = axis / iod
+    rot = np.array([[c, s], [-s, c]])
+    norm = (lm - centre) @ rot.T / iod  # eye line horizontal, inter-ocular distance 1
+
+    def dist(i, j):
+        return float(np.hypot(*(norm[i] - norm[j])))
+
+    mouth_mid_y = (norm[13, 1] + norm[14, 1]) / 2
+    ratios = np.array(
+        [
+            dist(13, 14),  # mouth opening
+            dist(61, 291),  # mouth width
+            mouth_mid_y - (norm[61, 1] + norm[291, 1]) / 2,  # corners above lip centre = smile
+            dist(159, 145),  # right eye opening
+            dist(386, 374),  # left eye opening
+            norm[list(RIGHT_EYE), 1].mean() - norm[list(RIGHT_BROW), 1].mean(),  # right brow height
+            norm[list(LEFT_EYE), 1].mean() - norm[list(LEFT_BROW), 1].mean(),  # left brow height
+            dist(107, 336),  # inner brow gap (frown)
+        ]
+    )
+    return np.concatenate([norm[list(GEOMETRY_POINTS)].reshape(-1), ratios]).astype(np.float32)
+
+
+class FaceAnalyzer:
+    """RGB frames in, ``FaceObservation`` out.
+
+    static: True for unrelated still images (training), False for a video stream (the mesh
+    then tracks between frames, which is faster). One analyser serves one stream.
+    """
+
+    def __init__(self, static: bool = False, max_faces: int = 2, min_confidence: float = 0.5):
+        import mediapipe as mp
+
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=static,
+            max_num_faces=max_faces,
+            refine_landmarks=True,
+            min_detection_confidence=min_confidence,
+            min_tracking_confidence=min_confidence,
+        )
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __call__(self, frame: np.ndarray) -> FaceObservation:
+        rgb = validate_frame(frame)
+        h, w = rgb.shape[:2]
+        with self._lock:
+            res = self._mesh.process(rgb)
+        faces = res.multi_face_landmarks or []
+        if not faces:
+            return FaceObservation(n_faces=0)
+        arrays = [
+            np.array([(p.x * w, p.y * h, p.z * w) for p in f.landmark], np.float32) for f in faces
+        ]
+        areas = [np.ptp(a[:, 0]) * np.ptp(a[:, 1]) for a in arrays]
+        lm = arrays[int(np.argmax(areas))]
+        box = (float(lm[:, 0].min()), float(lm[:, 1].min()), float(lm[:, 0].max()), float(lm[:, 1].max()))
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        try:
+            crop, geom = aligned_crop(gray, lm), geometry_features(lm)
+        except ValueError:
+            return FaceObservation(n_faces=len(faces), landmarks=lm, box=box)
+        return FaceObservation(n_faces=len(faces), crop=crop, geometry=geom, landmarks=lm, box=box)
+
+
+def fer_image_to_frame(image: np.ndarray, scale: int = 4, margin: float = 0.25) -> np.ndarray:
+    """A 48x48 FER-2013 face as an RGB frame the face mesh can read: upscaled and given a
+    replicated border (the detector wants some room around the face). Returns the frame;
+    a point (x, y) of the frame is (x / scale - m, y / scale - m) in the 48x48 image, with
+    m = round(48 * margin)."""
+    m = int(round(CROP_SIZE * margin))
+    big = cv2.copyMakeBorder(image, m, m, m, m, cv2.BORDER_REPLICATE)
+    big = cv2.resize(big, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    return cv2.cvtColor(big, cv2.COLOR_GRAY2RGB)
+
+
+def _fer_framing(n: int = 4000) -> np.ndarray:
+    from models.data import load_faces
+
+    faces = load_faces("train")
+    rng = np.random.default_rng(0)
+    analyzer = FaceAnalyzer(static=True, max_faces=1)
+    m = int(round(CROP_SIZE * 0.25))
+    anchors = []
+    for i in rng.choice(len(faces), min(n, len(faces)), replace=False):
+        obs = analyzer(fer_image_to_frame(faces.images[i]))
+        if obs.landmarks is not None:
+            anchors.append(anchor_points(obs.landmarks) / 4 - m)
+    return np.median(np.stack(anchors), axis=0)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="vision feature utilities")
+    ap.add_argument("--fer-framing", action="store_true", help="measure FER_FRAMING on FER-2013 train")
+    args = ap.parse_args()
+    if args.fer_framing:
+        print(np.round(_fer_framing(), 2).tolist())

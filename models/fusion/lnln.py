@@ -1,0 +1,243 @@
+"""LNLN fusion: language-dominated noise-resistant learning, written from Zhang et al.,
+"Towards Robust Multimodal Sentiment Analysis with Incomplete Data" (NeurIPS 2024), and
+adapted to this project's features and windows.
+
+Inputs (one window, batched; masks True where a step holds an observation):
+- text   [B, Lt, 384]  token states of the text encoder;
+- audio  [B, La, 128]  frame states of the speech emotion encoder (25 per second);
+- vision [B, Lv, 135]  per-frame face embedding (128) and expression logits (7);
+- evidence [B, 26]     what each unimodal encoder concludes on its own (text: score and
+                       3 sentiment probabilities; audio: 9 emotion + 3 sentiment
+                       probabilities; vision: 7 emotion + 3 sentiment probabilities),
+                       zero for an absent modality;
+- present [B, 3]       whether text, audio, vision reached the model at all.
+
+The network (width 128, 8 heads):
+1. Per modality: a linear map to 128, ``n_tokens`` learnable tokens (plus the modality's
+   evidence and a presence embedding) prepended, a 2-block Transformer; the learnable
+   tokens' outputs represent the modality.
+2. Completeness estimator: a Transformer over [query; language tokens] and an MLP with a
+   sigmoid give w in [0, 1], trained (MSE) towards 1 - the language missing rate.
+3. Proxy generator: a Transformer over [proxy tokens; audio tokens; vision tokens] gives
+   a proxy language representation h_p; the corrected language is
+   h_d = (1 - w) * h_p + w * h_l.
+4. Effectiveness discriminator (training): an MLP tells h_d from the language tokens of
+   the complete input; h_d reaches it through gradient reversal (adversarial).
+5. Hyper-modality learning: a language Transformer over h_d keeps each layer's output;
+   hyper-modality tokens (start at ones) are updated layer by layer by language-queried
+   attention over audio and over vision; a cross-Transformer lets the language attend to
+   the hyper tokens; the mean of its tokens feeds the heads (score, 3 class logits).
+6. Reconstructor (training): maps each modality's tokens from incomplete input to those
+   from complete input (MSE).
+With every modality absent only learned tokens remain, so the output is finite; the
+runtime then reports the training prior (see ``models.runtime``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from models.layers import Block, MultiHeadAttention
+
+EVIDENCE_DIMS = {"text": 4, "audio": 12, "vision": 10}
+EVIDENCE_DIM = sum(EVIDENCE_DIMS.values())
+
+
+@dataclass
+class LNLNConfig:
+    text_dim: int = 384
+    audio_dim: int = 128
+    vision_dim: int = 135
+    audio_pool: int = 3  # audio states are averaged in groups of 3 (25/s -> ~8/s) first
+    dim: int = 128
+    heads: int = 8
+    ffn: int = 256
+    n_tokens: int = 8
+    encoder_layers: int = 2
+    completeness_layers: int = 2
+    proxy_layers: int = 2
+    fusion_layers: int = 3  # language layers, each with a hyper-modality update
+    cross_layers: int = 2
+    dropout: float = 0.1
+    # loss weights, as in the paper
+    w_completeness: float = 0.9
+    w_adversarial: float = 0.8
+    w_reconstruction: float = 0.1
+
+
+class GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.scale * grad, None
+
+
+class ModalityEncoder(nn.Module):
+    """Features of one modality -> ``n_tokens`` representative tokens."""
+
+    def __init__(self, in_dim: int, evidence_dim: int, cfg: LNLNConfig):
+        super().__init__()
+        self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, cfg.dim))
+        self.tokens = nn.Parameter(torch.randn(1, cfg.n_tokens, cfg.dim) * 0.02)
+        self.evidence = nn.Linear(evidence_dim, cfg.dim)
+        self.presence = nn.Embedding(2, cfg.dim)
+        self.blocks = nn.ModuleList(
+            Block(cfg.dim, cfg.heads, cfg.ffn, cfg.dropout) for _ in range(cfg.encoder_layers)
+        )
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.n = cfg.n_tokens
+
+    def forward(self, x, valid, evidence, present):
+        b = x.shape[0]
+        valid = valid & present.unsqueeze(1)
+        cond = self.evidence(evidence) + self.presence(present.long())
+        tok = self.tokens.expand(b, -1, -1) + cond.unsqueeze(1)
+        h = torch.cat([tok, self.proj(x) * valid.unsqueeze(-1).to(x.dtype)], dim=1)
+        mask = torch.cat([torch.ones(b, self.n, dtype=torch.bool, device=x.device), valid], dim=1)
+        for blk in self.blocks:
+            h = blk(h, mask)
+        return self.norm(h[:, : self.n])
+
+
+class TokenTransformer(nn.Module):
+    """Learned query tokens prepended to a token sequence; returns the queries' outputs."""
+
+    def __init__(self, n_queries: int, layers: int, cfg: LNLNConfig):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(1, n_queries, cfg.dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.ffn, cfg.dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.n = n_queries
+
+    def forward(self, tokens):
+        h = torch.cat([self.queries.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        for blk in self.blocks:
+            h = blk(h)
+        return self.norm(h[:, : self.n])
+
+
+class CrossUpdate(nn.Module):
+    """Queries attend to a context; returns the attention output alone (no residual)."""
+
+    def __init__(self, cfg: LNLNConfig):
+        super().__init__()
+        self.norm_q = nn.LayerNorm(cfg.dim)
+        self.norm_kv = nn.LayerNorm(cfg.dim)
+        self.attn = MultiHeadAttention(cfg.dim, cfg.heads, cfg.dropout)
+
+    def forward(self, q, kv):
+        return self.attn(self.norm_q(q), self.norm_kv(kv))
+
+
+class LNLN(nn.Module):
+    def __init__(self, cfg: LNLNConfig = LNLNConfig()):
+        super().__init__()
+        self.cfg = cfg
+        d, e = cfg.dim, EVIDENCE_DIMS
+        self.enc_t = ModalityEncoder(cfg.text_dim, e["text"], cfg)
+        self.enc_a = ModalityEncoder(cfg.audio_dim, e["audio"], cfg)
+        self.enc_v = ModalityEncoder(cfg.vision_dim, e["vision"], cfg)
+        # completeness estimator
+        self.completeness = TokenTransformer(1, cfg.completeness_layers, cfg)
+        self.completeness_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+        # proxy generator
+        self.proxy = TokenTransformer(cfg.n_tokens, cfg.proxy_layers, cfg)
+        # effectiveness discriminator
+        self.discriminator = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(d, 2))
+        # hyper-modality learning
+        self.lang = nn.ModuleList(Block(d, cfg.heads, cfg.ffn, cfg.dropout) for _ in range(cfg.fusion_layers))
+        self.hyper_a = nn.ModuleList(CrossUpdate(cfg) for _ in range(cfg.fusion_layers))
+        self.hyper_v = nn.ModuleList(CrossUpdate(cfg) for _ in range(cfg.fusion_layers))
+        self.hyper_norm = nn.LayerNorm(d)
+        self.cross = nn.ModuleList(Block(d, cfg.heads, cfg.ffn, cfg.dropout, cross=True) for _ in range(cfg.cross_layers))
+        self.out_norm = nn.LayerNorm(d)
+        self.score_head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, 1))
+        self.class_head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, 3))
+        # reconstructors (training only)
+        self.recon = nn.ModuleList(
+            nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d)) for _ in range(3)
+        )
+
+    def pool_audio(self, audio, audio_valid):
+        """Masked average of audio states in groups of ``audio_pool`` steps."""
+        k = self.cfg.audio_pool
+        if k <= 1:
+            return audio, audio_valid
+        b, n, d = audio.shape
+        pad = (-n) % k
+        w = audio_valid.to(audio.dtype)
+        audio = torch.nn.functional.pad(audio * w.unsqueeze(-1), (0, 0, 0, pad))
+        w = torch.nn.functional.pad(w, (0, pad))
+        total = audio.reshape(b, -1, k, d).sum(2)
+        count = w.reshape(b, -1, k).sum(2)
+        return total / count.clamp_min(1.0).unsqueeze(-1), count > 0
+
+    def encode(self, text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present):
+        e = EVIDENCE_DIMS
+        audio, audio_valid = self.pool_audio(audio, audio_valid)
+        ev_t, ev_a, ev_v = torch.split(evidence, [e["text"], e["audio"], e["vision"]], dim=1)
+        h_t = self.enc_t(text, text_valid, ev_t, present[:, 0])
+        h_a = self.enc_a(audio, audio_valid, ev_a, present[:, 1])
+        h_v = self.enc_v(vision, vision_valid, ev_v, present[:, 2])
+        return h_t, h_a, h_v
+
+    def forward(self, text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present):
+        """Returns a dict: score [B], logits [B, 3], completeness [B], and the token
+        representations h_t, h_a, h_v, h_p, h_d [B, n_tokens, 128] that the training
+        losses read."""
+        h_t, h_a, h_v = self.encode(text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present)
+        w = torch.sigmoid(self.completeness_head(self.completeness(h_t)[:, 0])).squeeze(-1)
+        h_p = self.proxy(torch.cat([h_a, h_v], dim=1))
+        wb = w.view(-1, 1, 1)
+        h_d = (1 - wb) * h_p + wb * h_t
+
+        lang = h_d
+        hyper = torch.ones_like(h_d)
+        for blk, ha, hv in zip(self.lang, self.hyper_a, self.hyper_v):
+            lang = blk(lang)
+            hyper = hyper + ha(lang, h_a) + hv(lang, h_v)
+        hyper = self.hyper_norm(hyper)
+        x = lang
+        for blk in self.cross:
+            x = blk(x, ctx=hyper)
+        z = self.out_norm(x).mean(1)
+        return {
+            "score": self.score_head(z).squeeze(-1),
+            "logits": self.class_head(z),
+            "completeness": w,
+            "h_t": h_t,
+            "h_a": h_a,
+            "h_v": h_v,
+            "h_p": h_p,
+            "h_d": h_d,
+        }
+
+    def discriminate(self, tokens: torch.Tensor, reverse: float = 0.0) -> torch.Tensor:
+        """Logits [B, 2] (0: from incomplete input, 1: complete); reverse > 0 puts a gradient
+        reversal of that scale in front."""
+        if reverse > 0:
+            tokens = GradReverse.apply(tokens, reverse)
+        return self.discriminator(tokens.mean(1))
+
+    def reconstruct(self, m: int, tokens: torch.Tensor) -> torch.Tensor:
+        return self.recon[m](tokens)
+
+
+class LNLNInference(nn.Module):
+    """The deployable part: the same weights, returning score [B], logits [B, 3],
+    completeness [B] only (what ``models.export`` writes to ONNX)."""
+
+    def __init__(self, model: LNLN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present):
+        out = self.model(text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present)
+        return out["score"], out["logits"], out["completeness"]

@@ -1,0 +1,221 @@
+"""Turns the evaluation report (``docs/evaluation.json``) into ``docs/evaluation.md`` and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# Published figures quoted for comparison (see ../shared/notes/research.md).
+LNLN_MOSI_AVG = {"acc2_has0": 72.55, "acc2_non0": 70.94, "f1_has0": 72.73, "f1_non0": 71.25, "acc7": 34.26, "mae": 1.046, "corr": 0.527}
+SELFMM_MOSI = {"acc2_non0": 85.46, "f1_non0": 85.43, "acc7": 46.67, "mae": 0.708, "corr": 0.796}
+TARGETS = {"mosi_acc2_non0": 80.0, "fer_acc": 68.0, "ravdess_acc": 65.0, "fusion_ms": 2.0}
+MODELS = ("fusion", "text", "audio", "vision", "late_fusion")
+
+
+def _plots(r: dict, figs: Path, reliability) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    if "lnln_protocol" in r:
+        pr = r["lnln_protocol"]["per_rate"]
+        rates = sorted(pr, key=float)
+        fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+        for k, lab in (("text_encoder", "text encoder"), ("fusion_text_only", "LNLN fusion, text only")):
+            ax[0].plot([float(x) for x in rates], [pr[x][k]["acc2_non0"] for x in rates], "o-", label=lab)
+            ax[1].plot([float(x) for x in rates], [pr[x][k]["mae"] for x in rates], "o-", label=lab)
+        ax[0].axhline(LNLN_MOSI_AVG["acc2_non0"], ls="--", c="gray", label="LNLN paper, average over rates")
+        ax[1].axhline(LNLN_MOSI_AVG["mae"], ls="--", c="gray", label="LNLN paper, average over rates")
+        ax[0].set(xlabel="missing rate r", ylabel="Acc-2 non-0 (%)", title="MOSI test, text")
+        ax[1].set(xlabel="missing rate r", ylabel="MAE", title="MOSI test, text")
+        ax[0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(figs / "lnln_protocol.png", dpi=110)
+        plt.close(fig)
+        made.append("lnln_protocol.png")
+    if "composed" in r:
+        c = r["composed"]["rates"]
+        rates = sorted(c, key=float)
+        fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+        for m in MODELS:
+            ax[0].plot([float(x) for x in rates], [c[x][m]["acc3"] for x in rates], "o-", label=m)
+            ax[1].plot([float(x) for x in rates], [c[x][m]["mae"] for x in rates], "o-", label=m)
+        ax[0].set(xlabel="missing rate r (all modalities)", ylabel="3-class accuracy (%)", title="composed test")
+        ax[1].set(xlabel="missing rate r (all modalities)", ylabel="MAE", title="composed test")
+        ax[0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(figs / "composed_rates.png", dpi=110)
+        plt.close(fig)
+        s = r["composed"]["subsets"]
+        names = list(s)
+        fig, ax = plt.subplots(figsize=(10, 3.6))
+        width = 0.16
+        for i, m in enumerate(MODELS):
+            ax.bar(np.arange(len(names)) + (i - 2) * width, [s[n][m]["acc3"] for n in names], width, label=m)
+        ax.set_xticks(np.arange(len(names)), names)
+        ax.set(ylabel="3-class accuracy (%)", title="composed test: modality subsets (T text, A audio, V vision)")
+        ax.legend(fontsize=8, ncol=5)
+        fig.tight_layout()
+        fig.savefig(figs / "composed_subsets.png", dpi=110)
+        plt.close(fig)
+        made += ["composed_rates.png", "composed_subsets.png"]
+    conf = [(k, r[k]) for k in ("faces",) if k in r] + [(f"speech {k}", v) for k, v in r.get("speech", {}).items()]
+    if conf:
+        fig, axes = plt.subplots(1, len(conf), figsize=(4.2 * len(conf), 4))
+        for ax, (name, v) in zip(np.atleast_1d(axes), conf):
+            m = np.array(v["confusion"], float)
+            m = m / np.maximum(m.sum(1, keepdims=True), 1)
+            ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+            ax.set_xticks(range(len(v["class_names"])), v["class_names"], rotation=60, fontsize=7)
+            ax.set_yticks(range(len(v["class_names"])), v["class_names"], fontsize=7)
+            ax.set_title(f"{name}: {v['emotion_acc']:.1f} %", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(figs / "confusions.png", dpi=110)
+        plt.close(fig)
+        made.append("confusions.png")
+    if reliability is not None:
+        conf_, corr = np.asarray(reliability["confidence"]), np.asarray(reliability["correct"])
+        edges = np.linspace(0, 1, 16)
+        idx = np.clip(np.digitize(conf_, edges[1:-1], right=True), 0, 14)
+        xs = [conf_[idx == b].mean() for b in range(15) if (idx == b).any()]
+        ys = [corr[idx == b].mean() for b in range(15) if (idx == b).any()]
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.plot([0, 1], [0, 1], "--", c="gray")
+        ax.plot(xs, ys, "o-")
+        ax.set(xlabel="confidence", ylabel="accuracy", title="fusion, composed test, all conditions")
+        fig.tight_layout()
+        fig.savefig(figs / "reliability.png", dpi=110)
+        plt.close(fig)
+        made.append("reliability.png")
+    return made
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(head, rows) -> list[str]:
+    return [_row(head), _row(["---"] * len(head))] + [_row(r) for r in rows]
+
+
+def write_document(r: dict, docs: Path, reliability=None) -> None:
+    figs = docs / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    made = _plots(r, figs, reliability)
+    L = ["# Evaluation", "", "Written by `python -m models.evaluate` from `docs/evaluation.json`; do not edit by hand.", ""]
+    meta = r.get("meta", {})
+    L += [f"Evaluated {meta.get('evaluated', '?')} on the weights in `assets/`. Accuracies and F1 in %.", ""]
+
+    if "text" in r:
+        t = r["text"]
+        L += ["## 1. CMU-MOSI and CMU-MOSEI test, text only", ""]
+        L += ["Metrics as MMSA computes them (Acc-2 and F1 as has-0 / non-0; Acc-7 clipped and rounded).", ""]
+        head = ["corpus", "model", "Acc-2 (has-0 / non-0)", "F1 (has-0 / non-0)", "Acc-7", "MAE", "Corr"]
+        rows = []
+        for corpus in ("mosi", "mosei"):
+            for key, name in (
+                ("text_encoder", "text encoder (MiniLM, top 3 layers fine-tuned)"),
+                ("fusion_text_only", "LNLN fusion, text only present"),
+            ):
+                m = t[corpus][key]
+                rows.append([corpus.upper(), name, f"{m['acc2_has0']:.2f} / {m['acc2_non0']:.2f}", f"{m['f1_has0']:.2f} / {m['f1_non0']:.2f}", f"{m['acc7']:.2f}", f"{m['mae']:.3f}", f"{m['corr']:.3f}"])
+            b = t["baseline_minilm_ridge"][corpus]
+            rows.append([corpus.upper(), "baseline: frozen MiniLM sentence embedding + ridge", f"{b['acc2_has0']:.2f} / {b['acc2_non0']:.2f}", f"{b['f1_has0']:.2f} / {b['f1_non0']:.2f}", f"{b['acc7']:.2f}", f"{b['mae']:.3f}", f"{b['corr']:.3f}"])
+        L += _table(head, rows)
+        s = SELFMM_MOSI
+        L += ["", f"For reference (not text only): Self-MM on MOSI with all three benchmark modalities, MMSA's table: Acc-2 non-0 {s['acc2_non0']}, F1 {s['f1_non0']}, Acc-7 {s['acc7']}, MAE {s['mae']}, Corr {s['corr']}. "
+              f"Target: MOSI Acc-2 non-0 at least {TARGETS['mosi_acc2_non0']:.0f}.", ""]
+        c = t["mosi"]["text_encoder_classes"]
+        L += [f"Three classes (negative < -0.5 <= neutral <= 0.5 < positive), MOSI test, text encoder: accuracy {c['acc']:.2f}, macro F1 {c['f1_macro']:.2f}, ECE {c['ece']:.2f}.", ""]
+
+    if "lnln_protocol" in r:
+        p = r["lnln_protocol"]
+        L += ["## 2. LNLN's robustness protocol, MOSI test text", ""]
+        L += ["Every word piece dropped to [UNK] with probability r, seeds 0, 1, 2, averaged over seeds and then over the ten rates. "
+              "The paper's figures use all three benchmark modalities; ours are text only, which the protocol's missing text dominates.", ""]
+        head = ["r", "model", "Acc-2 has-0", "Acc-2 non-0", "F1 non-0", "Acc-7", "MAE", "Corr"]
+        rows = []
+        for rate in sorted(p["per_rate"], key=float):
+            for key in ("text_encoder", "fusion_text_only"):
+                m = p["per_rate"][rate][key]
+                rows.append([rate, key.replace("_", " "), f"{m['acc2_has0']:.2f}", f"{m['acc2_non0']:.2f}", f"{m['f1_non0']:.2f}", f"{m['acc7']:.2f}", f"{m['mae']:.3f}", f"{m['corr']:.3f}"])
+        for key in ("text_encoder", "fusion_text_only"):
+            m = p["average"][key]
+            rows.append(["**average**", f"**{key.replace('_', ' ')}**", f"**{m['acc2_has0']:.2f}**", f"**{m['acc2_non0']:.2f}**", f"**{m['f1_non0']:.2f}**", f"**{m['acc7']:.2f}**", f"**{m['mae']:.3f}**", f"**{m['corr']:.3f}**"])
+        a = LNLN_MOSI_AVG
+        rows.append(["average", "LNLN paper (MOSI, three modalities)", a["acc2_has0"], a["acc2_non0"], a["f1_non0"], a["acc7"], a["mae"], a["corr"]])
+        L += _table(head, rows) + [""]
+        if "lnln_protocol.png" in made:
+            L += ["![LNLN protocol](figures/lnln_protocol.png)", ""]
+
+    if "speech" in r:
+        L += ["## 3. Speech emotion, held-out speakers", ""]
+        head = ["corpus", "test speakers", "clips", "emotion accuracy", "classes", "mapped sentiment accuracy", "sentiment macro F1", "sentiment ECE"]
+        rows = []
+        for k, v in r["speech"].items():
+            rows.append([k, ", ".join(map(str, v["speakers"])), v["n"], f"{v['emotion_acc']:.2f}", v["n_classes"], f"{v['sentiment']['acc']:.2f}", f"{v['sentiment']['f1_macro']:.2f}", f"{v['sentiment']['ece']:.2f}"])
+        L += _table(head, rows)
+        L += ["", f"Target: RAVDESS held-out actors, 8 classes, at least {TARGETS['ravdess_acc']:.0f} %. Mapped sentiment leaves out `surprised` (ambiguous).", ""]
+
+    if "faces" in r:
+        f = r["faces"]
+        L += ["## 4. Facial expression, FER-2013 test", ""]
+        L += _table(
+            ["images", "7-class accuracy (image + mirror)", "7-class, image only", "mapped sentiment accuracy", "sentiment ECE"],
+            [[f["n"], f"{f['emotion_acc']:.2f}", f"{f['emotion_acc_no_flip']:.2f}", f"{f['sentiment']['acc']:.2f}", f"{f['sentiment']['ece']:.2f}"]],
+        )
+        if "live_path" in f:
+            lp = f["live_path"]
+            L += ["", f"Through the live path (face mesh on the upscaled image, aligned crop): a face is found in {lp['face_found']:.1f} % of the test images; on those, accuracy {lp['emotion_acc_on_found']:.2f} % (the raw images: {lp['raw_acc_on_found']:.2f} %)."]
+        L += ["", f"Target: at least {TARGETS['fer_acc']:.0f} %.", ""]
+        if "confusions.png" in made:
+            L += ["![confusion matrices](figures/confusions.png)", ""]
+
+    if "composed" in r:
+        c = r["composed"]
+        L += ["## 5. Composed trimodal test set", ""]
+        L += [f"{c['n_windows']} windows, each a MOSI/MOSEI test transcript with a RAVDESS/EmoDB test-speaker clip and a FER-2013 test face of the same sentiment class "
+              "(see the model card: composed, not recorded together). Target: the text label. Acc-3 over negative / neutral / positive, MAE on the score. "
+              "Baselines: each unimodal encoder alone (the prior where its modality is absent) and a late fusion that averages the present encoders' scores and probabilities weighted by their confidence.", ""]
+        head = ["condition"] + [f"{m} Acc-3 / MAE" for m in MODELS]
+
+        def cells(row):
+            best_acc = max(row[m]["acc3"] for m in MODELS[1:])
+            best_mae = min(row[m]["mae"] for m in MODELS[1:])
+            out = []
+            for m in MODELS:
+                a, e = row[m]["acc3"], row[m]["mae"]
+                txt = f"{a:.1f} / {e:.3f}"
+                if m == "fusion":
+                    ok = a >= best_acc and e <= best_mae
+                    txt += "" if ok else " (below a baseline)"
+                out.append(txt)
+            return out
+
+        rows = [[f"r = {k}"] + cells(v) for k, v in sorted(c["rates"].items(), key=lambda kv: float(kv[0]))]
+        avg = {m: {"acc3": np.mean([v[m]["acc3"] for v in c["rates"].values()]), "mae": np.mean([v[m]["mae"] for v in c["rates"].values()])} for m in MODELS}
+        rows.append(["**average over r**"] + [f"**{avg[m]['acc3']:.1f} / {avg[m]['mae']:.3f}**" for m in MODELS])
+        rows += [[f"only {k}" if k != "T+A+V" else "all (T+A+V)"] + cells(v) for k, v in c["subsets"].items()]
+        L += _table(head, rows)
+        L += ["", f"Fusion ECE over all conditions: {c['fusion_ece_all_conditions']:.2f} %.", ""]
+        for fig in ("composed_rates.png", "composed_subsets.png", "reliability.png"):
+            if fig in made:
+                L += [f"![{fig}](figures/{fig})", ""]
+
+    if "speed" in r:
+        s = r["speed"]
+        L += ["## 6. Speed", ""]
+        if "error" in s:
+            L += [s["error"], ""]
+        else:
+            L += [f"Fusion forward pass in onnxruntime, batch 1, one thread, a 3 s window (20 word pieces, 75 audio states, 15 frames): "
+                  f"median {s['p50_ms']:.2f} ms, p95 {s['p95_ms']:.2f} ms over {s['n']} runs on {s['machine']}. Target: at most {TARGETS['fusion_ms']:.0f} ms.", ""]
+    tt = meta.get("train_timings_s")
+    if tt:
+        total = sum(tt.values())
+        L += ["## Training time", "", "`python -m models.train` on this machine (2 CPU cores), seconds per stage: "
+              + ", ".join(f"{k} {v:.0f}" for k, v in tt.items()) + f"; total {total / 60:.0f} min.", ""]
+    (docs / "evaluation.md").write_text("\n".join(L) + "\n")

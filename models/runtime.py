@@ -1,0 +1,205 @@
+"""The runtime: one entry object, ``SentimentModel``, that loads the shipped weights and turns
+a window's features into a ``SentimentResult``.
+
+    model = SentimentModel.load()                  # assets/ by default
+    text = model.text_features("i really love it")  # SequenceFeatures [L, 384]
+    audio = model.audio_features(samples_16k)        # SequenceFeatures [F, 387]
+    vision = model.face_features(crops)              # SequenceFeatures [T, 135] (uint8 [T, 48, 48] in)
+    result = model.predict(WindowFeatures(text, audio, vision))
+
+Modalities that are None, or whose steps are all invalid, are masked out. With none left
+the result is the training prior with the confidence a prior earns (its largest class
+share), never NaN. The fusion model runs in onnxruntime when ``assets/onnx/fusion.onnx``
+exists (what ``models.export`` writes), else in torch; the encoders run in torch.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import checkpoint
+from models.encoders.audio import AudioEncoder, AudioEncoderConfig
+from models.encoders.face import FaceEncoder, FaceEncoderConfig, prepare
+from models.encoders.text import TextEncoder, TextEncoderConfig
+from models.fusion.lnln import LNLN, LNLNConfig
+from models.labels import EMOTIONS, FER_EMOTIONS
+from models.paths import assets_dir
+from models.types import (
+    MODALITIES,
+    SENTIMENT_CLASSES,
+    Modality,
+    ModalityEstimate,
+    SentimentResult,
+    SequenceFeatures,
+    WindowFeatures,
+)
+from models.unimodal import UnimodalStack, pad_batch
+
+FUSION_INPUTS = ("text", "text_valid", "audio", "audio_valid", "vision", "vision_valid", "evidence", "present")
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+class SentimentModel:
+    def __init__(self, stack: UnimodalStack, fusion: LNLN, runtime: dict, onnx_path: Path | None = None, threads: int = 1):
+        self.stack = stack.eval()
+        self.fusion = fusion.eval()
+        self.cfg = runtime
+        self.fusion_temperature = float(runtime.get("fusion_temperature", 1.0))
+        self.prior_probs = np.asarray(runtime["prior_probs"], np.float64)
+        self.prior_score = float(runtime["prior_score"])
+        self.threads = threads
+        self._session = None
+        if onnx_path is not None and onnx_path.is_file():
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            self._session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self._text_extractor = None
+        self._audio_extractor = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, assets: str | Path | None = None, use_onnx: bool = True, threads: int = 1) -> "SentimentModel":
+        a = assets_dir(assets)
+        w = a / "weights"
+        text, _ = checkpoint.load(w / "text_encoder.safetensors", TextEncoder, TextEncoderConfig)
+        audio, _ = checkpoint.load(w / "audio_encoder.safetensors", AudioEncoder, AudioEncoderConfig)
+        face, _ = checkpoint.load(w / "face_encoder.safetensors", FaceEncoder, FaceEncoderConfig)
+        fusion, _ = checkpoint.load(w / "fusion.safetensors", LNLN, LNLNConfig)
+        runtime = json.loads((a / "runtime.json").read_text())
+        stack = UnimodalStack(text, audio, face)
+        stack.temperature.copy_(torch.tensor(runtime["unimodal_temperature"]))
+        stack.class_scores.copy_(torch.tensor(runtime["class_scores"]))
+        onnx = a / "onnx" / "fusion.onnx" if use_onnx else None
+        return cls(stack, fusion, runtime, onnx, threads)
+
+    @property
+    def backend(self) -> str:
+        return "onnxruntime" if self._session is not None else "torch"
+
+    # ------------------------------------------------------------ features
+    def text_features(self, text: str) -> SequenceFeatures | None:
+        """MiniLM token features of a transcript; None for empty text."""
+        if not isinstance(text, str) or not text.strip():
+            return None
+        if self._text_extractor is None:
+            from models.features.text import TextFeatureExtractor
+
+            self._text_extractor = TextFeatureExtractor()
+        x = self._text_extractor([text])[0]
+        return SequenceFeatures(x, np.ones(len(x), bool))
+
+    def audio_features(self, audio: np.ndarray, frame_valid: np.ndarray | None = None, whisper=None) -> SequenceFeatures:
+        """Audio features of float32 16 kHz mono samples; ``frame_valid`` [F] marks frames that
+        hold real audio (False: a gap, masked out)."""
+        if self._audio_extractor is None:
+            from models.features.audio import AudioFeatureExtractor
+
+            self._audio_extractor = AudioFeatureExtractor(whisper=whisper, threads=self.threads)
+        x = self._audio_extractor(audio)
+        valid = np.ones(len(x), bool) if frame_valid is None else np.asarray(frame_valid, bool)[: len(x)]
+        if len(valid) < len(x):
+            valid = np.concatenate([valid, np.zeros(len(x) - len(valid), bool)])
+        return SequenceFeatures(x, valid)
+
+    @torch.no_grad()
+    def face_frames(self, crops: np.ndarray) -> np.ndarray:
+        """[N, 135] face embedding + expression logits of uint8 [N, 48, 48] aligned crops
+        (each averaged with its mirror image, as evaluated)."""
+        if len(crops) == 0:
+            return np.zeros((0, 135), np.float32)
+        x = prepare(crops)
+        a, b = self.stack.face(x), self.stack.face(x.flip(3))
+        return torch.cat([(a["emb"] + b["emb"]) / 2, (a["logits"] + b["logits"]) / 2], 1).numpy()
+
+    def face_features(self, crops: list[np.ndarray | None]) -> SequenceFeatures:
+        """Per-frame vision features of a window; None marks a frame without a usable face."""
+        valid = np.array([c is not None for c in crops], bool)
+        out = np.zeros((len(crops), 135), np.float32)
+        if valid.any():
+            out[valid] = self.face_frames(np.stack([c for c in crops if c is not None]))
+        return SequenceFeatures(out, valid)
+
+    # ------------------------------------------------------------ inference
+    def _fusion(self, inputs: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        if self._session is not None:
+            feed = {k: inputs[k].numpy() for k in FUSION_INPUTS}
+            score, logits, _ = self._session.run(None, feed)
+            return score, logits
+        out = self.fusion(*(inputs[k] for k in FUSION_INPUTS))
+        return out["score"].numpy(), out["logits"].numpy()
+
+    def prior(self) -> SentimentResult:
+        return SentimentResult(
+            score=self.prior_score,
+            probs=self.prior_probs.copy(),
+            confidence=float(self.prior_probs.max()),
+            used=(),
+        )
+
+    @torch.no_grad()
+    def predict(self, window: WindowFeatures) -> SentimentResult:
+        """The fused sentiment of one window, with each present modality's own estimate."""
+        used = window.present()
+        if not used:
+            return self.prior()
+        feats = {m: window.get(m) if m in used else None for m in MODALITIES}
+
+        def seq(m: Modality, dim: int):
+            f = feats[m]
+            return pad_batch([None if f is None else f.values], dim, [None if f is None else f.valid])
+
+        tx, tv = seq(Modality.TEXT, 384)
+        ax, av = seq(Modality.AUDIO, 387)
+        vx, vv = seq(Modality.VISION, 135)
+        present = torch.tensor([[m in used for m in MODALITIES]])
+        batch = {
+            "text_x": tx,
+            "text_valid": tv,
+            "audio_x": ax,
+            "audio_valid": av,
+            "vision_x": vx,
+            "vision_valid": vv,
+            "present": present,
+        }
+        with self._lock:
+            s = self.stack(batch)
+            score, logits = self._fusion(s)
+        probs = _softmax(logits[0].astype(np.float64) / self.fusion_temperature)
+        per = {}
+        emos = {Modality.AUDIO: ("est_a_emotions", EMOTIONS), Modality.VISION: ("est_v_emotions", FER_EMOTIONS)}
+        for m, key in zip(MODALITIES, ("t", "a", "v")):
+            if m not in used:
+                continue
+            p = s[f"est_{key}_probs"][0].numpy().astype(np.float64)
+            p = p / p.sum()
+            detail = {}
+            if m in emos:
+                k, names = emos[m]
+                detail = {n: float(v) for n, v in zip(names, s[k][0].numpy())}
+            per[m] = ModalityEstimate(
+                score=float(s[f"est_{key}_score"][0]), probs=p, confidence=float(p.max()), detail=detail
+            )
+        return SentimentResult(
+            score=float(np.clip(score[0], -3.0, 3.0)),
+            probs=probs,
+            confidence=float(probs.max()),
+            used=used,
+            per_modality=per,
+        )
+
+
+__all__ = ["SentimentModel", "SENTIMENT_CLASSES"]

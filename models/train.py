@@ -1,0 +1,668 @@
+"""Train every model from one command: ``python -m models.train``.
+
+Stages (``--stages``, comma separated, default all, in this order):
+  cache      features of every corpus through the live extractors (``models.featurize``)
+  text       text sentiment encoder on CMU-MOSI + CMU-MOSEI train (MOSI scale + 3 classes)
+  text_states  the text encoder's outputs for every sentence and dropped copy (for fusion)
+  audio      speech emotion encoder on RAVDESS + EmoDB train speakers
+  face       facial expression encoder on FER-2013 train
+  views      face-encoder outputs of jittered views of every FER-2013 image (for windows)
+  calibrate  temperatures of the unimodal encoders on validation data
+  fusion     LNLN on composed trimodal windows with LNLN's missing-data scheme
+  package    fp16 safetensors + configs into assets/ (then run models.export, models.evaluate)
+
+Everything runs on the CPU with fixed seeds; intermediate weights go to <cache>/run/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models import checkpoint
+from models.composed import FACE_VIEWS, ComposedData
+from models.data import load_faces, load_speech, load_text
+from models.encoders.audio import AudioEncoder, AudioEncoderConfig
+from models.encoders.face import INPUT, FaceEncoder, FaceEncoderConfig, normalise, prepare
+from models.encoders.text import TextEncoder, TextEncoderConfig
+from models.featurize import (
+    N_SPEECH_VARIANTS,
+    N_TEXT_VARIANTS,
+    TEXT_TRAIN_CORPORA,
+    speech_features,
+    text_features,
+)
+from models.fusion.lnln import LNLN, LNLNConfig
+from models.labels import EMODB_EMOTIONS, EMOTIONS, FER_EMOTIONS, RAVDESS_EMOTIONS
+from models.metrics import fit_temperature
+from models.missing import SUBSETS, draw_presence, draw_rates, drop_steps
+from models.paths import assets_dir, cache_dir
+from models.unimodal import UnimodalStack, pad_batch
+
+STAGES = ("cache", "text", "text_states", "audio", "face", "views", "calibrate", "fusion", "package")
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    threads: int = 2
+    # text encoder
+    text_epochs: int = 4
+    text_batch: int = 32
+    text_lr: float = 5e-5
+    text_head_lr: float = 1e-3
+    # speech emotion encoder
+    audio_epochs: int = 40
+    audio_batch: int = 32
+    audio_lr: float = 1e-3
+    audio_crop_frames: int = 150
+    # face encoder
+    face_epochs: int = 22
+    face_batch: int = 128
+    face_lr: float = 0.1
+    face_bf16: bool = True  # bfloat16 autocast: about 2x faster on CPUs with AVX512-BF16
+    # fusion
+    fusion_epochs: int = 6
+    fusion_batch: int = 64
+    fusion_lr: float = 3e-4
+    # smoke runs: cap samples per stage (0 = no cap)
+    limit: int = 0
+
+
+def seed_all(seed: int) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def length_batches(lengths: np.ndarray, batch: int, rng: np.random.Generator, pool: int = 50) -> list[np.ndarray]:
+    """Shuffled batches of similar lengths (sorted inside pools of ``pool`` batches)."""
+    perm = rng.permutation(len(lengths))
+    out = []
+    for i in range(0, len(perm), batch * pool):
+        chunk = perm[i : i + batch * pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        out += [chunk[j : j + batch] for j in range(0, len(chunk), batch)]
+    rng.shuffle(out)
+    return out
+
+
+def one_cycle(opt, total_steps: int, max_lr, pct: float = 0.1):
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=max(total_steps, 1), pct_start=pct)
+
+
+# ====================================================================== text
+def _text_split(cache: Path, split: str, data_root, limit: int = 0):
+    """(list of clean token arrays, scores, classes, (corpus, row) keys) of MOSI + MOSEI."""
+    feats, scores, classes, keys = [], [], [], []
+    for corpus in TEXT_TRAIN_CORPORA:
+        df = load_text(corpus, data_root)
+        rag, _ = text_features(cache, corpus, 0, data_root)
+        rows = np.flatnonzero(df["split"].to_numpy() == split)
+        if limit:
+            rows = rows[:limit]
+        feats += [rag[r] for r in rows]
+        scores.append(df["score"].to_numpy()[rows])
+        classes.append(df["cls"].to_numpy()[rows])
+        keys += [(corpus, int(r)) for r in rows]
+    return feats, np.concatenate(scores).astype(np.float32), np.concatenate(classes), keys
+
+
+@torch.no_grad()
+def predict_text(model: TextEncoder, feats: list[np.ndarray], batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(scores [N], class logits [N, 3]) of token feature arrays."""
+    model.eval()
+    order = np.argsort([len(f) for f in feats])
+    scores = np.zeros(len(feats), np.float32)
+    logits = np.zeros((len(feats), 3), np.float32)
+    for i in range(0, len(order), batch):
+        idx = order[i : i + batch]
+        x, m = pad_batch([feats[j] for j in idx], 384)
+        out = model(x, m)
+        scores[idx] = out["score"].numpy()
+        logits[idx] = out["logits"].numpy()
+    return scores, logits
+
+
+def train_text(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
+    seed_all(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    feats, y, cls, keys = _text_split(cache, "train", data_root, cfg.limit)
+    variants = []
+    for k in range(1, N_TEXT_VARIANTS + 1):
+        per_corpus = {}
+        for corpus in TEXT_TRAIN_CORPORA:
+            rag, extra = text_features(cache, corpus, k, data_root)
+            per_corpus[corpus] = (rag, {int(r): i for i, r in enumerate(extra["index"])})
+        variants.append(per_corpus)
+    vfeats, vy, _, _ = _text_split(cache, "valid", data_root, cfg.limit)
+
+    model = TextEncoder(TextEncoderConfig())
+    model.init_from_minilm()
+    head = [p for n, p in model.named_parameters() if not n.startswith("layers.")]
+    opt = torch.optim.AdamW(
+        [{"params": model.layers.parameters(), "lr": cfg.text_lr}, {"params": head, "lr": cfg.text_head_lr}],
+        weight_decay=1e-2,
+    )
+    lengths = np.array([len(f) for f in feats])
+    steps = cfg.text_epochs * math.ceil(len(feats) / cfg.text_batch)
+    sched = one_cycle(opt, steps, [cfg.text_lr, cfg.text_head_lr])
+    best, best_state = np.inf, None
+    for epoch in range(cfg.text_epochs):
+        model.train()
+        bar = tqdm(length_batches(lengths, cfg.text_batch, rng), desc=f"text epoch {epoch + 1}/{cfg.text_epochs}")
+        for b in bar:
+            seqs = []
+            for j in b:  # LNLN: half the samples complete, the others a dropped copy
+                if rng.random() < 0.5:
+                    seqs.append(feats[j])
+                else:
+                    rag, where = variants[int(rng.integers(len(variants)))][keys[j][0]]
+                    seqs.append(rag[where[keys[j][1]]])
+            x, m = pad_batch(seqs, 384)
+            out = model(x, m)
+            loss = F.smooth_l1_loss(out["score"], torch.from_numpy(y[b])) + 0.5 * F.cross_entropy(
+                out["logits"], torch.from_numpy(cls[b])
+            )
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        pred, _ = predict_text(model, vfeats)
+        mae = float(np.abs(pred - vy).mean())
+        nz = vy != 0
+        acc = float(np.mean((pred[nz] > 0) == (vy[nz] > 0)))
+        print(f"  valid MOSI+MOSEI: MAE {mae:.3f}  Acc-2 non-0 {100 * acc:.1f}")
+        if mae < best:
+            best, best_state = mae, {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    checkpoint.save(run / "text_encoder.safetensors", model, model.cfg, valid_mae=best)
+
+
+@torch.no_grad()
+def text_states(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
+    """<run>/text_states_{corpus}_v{k}.npz: token states (fp16), score and class logits of
+    the trained text encoder for every sentence (k = 0) and each dropped copy (k > 0)."""
+    from models.featurize import Ragged, save_ragged
+
+    model, _ = checkpoint.load(run / "text_encoder.safetensors", TextEncoder, TextEncoderConfig)
+    for corpus in TEXT_TRAIN_CORPORA:
+        for k in range(N_TEXT_VARIANTS + 1):
+            rag, extra = text_features(cache, corpus, k, data_root)
+            index = extra["index"] if "index" in extra else np.arange(len(rag))
+            feats = [rag[i] for i in range(len(rag))]
+            order = np.argsort([len(f) for f in feats])
+            states: list = [None] * len(feats)
+            scores = np.zeros(len(feats), np.float32)
+            logits = np.zeros((len(feats), 3), np.float32)
+            for i in tqdm(range(0, len(order), 256), desc=f"text states {corpus} v{k}"):
+                idx = order[i : i + 256]
+                x, m = pad_batch([feats[j] for j in idx], 384)
+                out = model(x, m)
+                scores[idx] = out["score"].numpy()
+                logits[idx] = out["logits"].numpy()
+                for row, j in enumerate(idx):
+                    states[j] = out["states"][row, : len(feats[j])].numpy()
+            save_ragged(run / f"text_states_{corpus}_v{k}.npz", Ragged.from_list(states), index=index, score=scores, logits=logits)
+
+
+# ====================================================================== audio
+def _speech_tables(cache: Path, data_root):
+    df = load_speech(data_root)
+    clean, extra = speech_features(cache, 0, data_root)
+    by_row = {int(r): i for i, r in enumerate(extra["row"])}
+    variants = []
+    for k in range(1, N_SPEECH_VARIANTS + 1):
+        rag, e = speech_features(cache, k, data_root)
+        variants.append((rag, {int(r): i for i, r in enumerate(e["row"])}))
+    return df, clean, by_row, variants
+
+
+def corpus_emotion_mask(corpus: str) -> np.ndarray:
+    """bool [9] over EMOTIONS: the classes a corpus labels (predictions are restricted to them)."""
+    names = RAVDESS_EMOTIONS if corpus == "ravdess" else tuple(EMODB_EMOTIONS.values())
+    return np.array([e in names for e in EMOTIONS])
+
+
+@torch.no_grad()
+def predict_audio(model: AudioEncoder, seqs: list[np.ndarray], batch: int = 64) -> np.ndarray:
+    """Emotion logits [N, 9] of whole clips."""
+    model.eval()
+    out = np.zeros((len(seqs), len(EMOTIONS)), np.float32)
+    for i in range(0, len(seqs), batch):
+        x, m = pad_batch(seqs[i : i + batch], seqs[0].shape[1])
+        out[i : i + batch] = model(x, m)["logits"].numpy()
+    return out
+
+
+def restricted_accuracy(logits: np.ndarray, labels: np.ndarray, corpora: np.ndarray) -> float:
+    pred = np.array(
+        [np.where(corpus_emotion_mask(c), lg, -np.inf).argmax() for lg, c in zip(logits, corpora)]
+    )
+    return float(np.mean(pred == labels))
+
+
+def train_audio(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
+    seed_all(cfg.seed + 1)
+    rng = np.random.default_rng(cfg.seed + 1)
+    df, clean, by_row, variants = _speech_tables(cache, data_root)
+    train_rows = np.flatnonzero(df["split"].to_numpy() == "train")
+    valid_rows = np.flatnonzero(df["split"].to_numpy() == "valid")
+    if cfg.limit:
+        train_rows, valid_rows = train_rows[: cfg.limit], valid_rows[: cfg.limit]
+    labels = df["emotion_idx"].to_numpy()
+    vseqs = [clean[by_row[r]].astype(np.float32) for r in valid_rows]
+
+    model = AudioEncoder(AudioEncoderConfig())
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.audio_lr, weight_decay=1e-2)
+    steps = cfg.audio_epochs * math.ceil(len(train_rows) / cfg.audio_batch)
+    sched = one_cycle(opt, steps, cfg.audio_lr, pct=0.15)
+    best, best_state = -1.0, None
+    for epoch in tqdm(range(cfg.audio_epochs), desc="audio epochs"):
+        model.train()
+        perm = rng.permutation(train_rows)
+        for i in range(0, len(perm), cfg.audio_batch):
+            rows = perm[i : i + cfg.audio_batch]
+            seqs, valids = [], []
+            rates = draw_rates(len(rows), rng)[:, 1]
+            for r, rate in zip(rows, rates):
+                v = int(rng.integers(0, len(variants) + 1))
+                src = clean[by_row[r]] if v == 0 else variants[v - 1][0][variants[v - 1][1][r]]
+                n = len(src)
+                start = int(rng.integers(0, n - cfg.audio_crop_frames + 1)) if n > cfg.audio_crop_frames else 0
+                seg = src[start : start + cfg.audio_crop_frames].astype(np.float32)
+                valid = drop_steps(np.ones(len(seg), bool), rate, rng)
+                if not valid.any():
+                    valid[rng.integers(len(valid))] = True
+                seqs.append(seg)
+                valids.append(valid)
+            x, m = pad_batch(seqs, seqs[0].shape[1], valids)
+            loss = F.cross_entropy(model(x, m)["logits"], torch.from_numpy(labels[rows]), label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+        acc = restricted_accuracy(predict_audio(model, vseqs), labels[valid_rows], df["corpus"].to_numpy()[valid_rows])
+        if acc >= best:
+            best, best_state = acc, {k: v.clone() for k, v in model.state_dict().items()}
+    print(f"  audio: best valid accuracy {100 * best:.1f}")
+    model.load_state_dict(best_state)
+    checkpoint.save(run / "audio_encoder.safetensors", model, model.cfg, valid_acc=best)
+
+
+# ====================================================================== face
+def face_augment(x: torch.Tensor, rng: torch.Generator, size: int = INPUT) -> torch.Tensor:
+    """Random flip, rotation (+-15 deg), scale, shift, crop to size, brightness / contrast and
+    erasing of [N, 1, 48, 48] faces in [0, 1]."""
+    n = x.shape[0]
+    u = lambda: torch.rand(n, generator=rng)  # noqa: E731
+    ang = (u() - 0.5) * 2 * math.radians(15)
+    scale = 1 + (u() - 0.5) * 0.3
+    tx, ty = (u() - 0.5) * 0.2, (u() - 0.5) * 0.2
+    flip = torch.where(u() < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
+    theta = torch.stack([torch.stack([flip * cos, -sin, tx], 1), torch.stack([flip * sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, (n, 1, size, size), align_corners=False) * (size / 48)
+    x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    x = x * (1 + (u() - 0.5).view(n, 1, 1, 1) * 0.4) + (u() - 0.5).view(n, 1, 1, 1) * 0.2
+    # random erasing of a box in half of the images
+    erase = u() < 0.5
+    h = torch.randint(8, 20, (n,), generator=rng)
+    w = torch.randint(8, 20, (n,), generator=rng)
+    r0 = (u() * (size - h)).long()
+    c0 = (u() * (size - w)).long()
+    rows = torch.arange(size).view(1, size, 1)
+    cols = torch.arange(size).view(1, 1, size)
+    box = (
+        (rows >= r0.view(n, 1, 1))
+        & (rows < (r0 + h).view(n, 1, 1))
+        & (cols >= c0.view(n, 1, 1))
+        & (cols < (c0 + w).view(n, 1, 1))
+        & erase.view(n, 1, 1)
+    )
+    x = torch.where(box.unsqueeze(1), u().view(n, 1, 1, 1), x)
+    return x.clamp(0, 1)
+
+
+@torch.no_grad()
+def predict_face(model: FaceEncoder, images: np.ndarray, batch: int = 512, flip: bool = True) -> dict[str, np.ndarray]:
+    """Face-encoder outputs of uint8 [N, 48, 48] faces (centre crop; with ``flip`` the
+    logits and embedding average the image and its mirror)."""
+    model.eval()
+    embs, logits = [], []
+    for i in range(0, len(images), batch):
+        x = prepare(images[i : i + batch]).contiguous(memory_format=torch.channels_last)
+        out = model(x)
+        e, lg = out["emb"], out["logits"]
+        if flip:
+            o2 = model(x.flip(3))
+            e, lg = (e + o2["emb"]) / 2, (lg + o2["logits"]) / 2
+        embs.append(e.numpy())
+        logits.append(lg.numpy())
+    return {"emb": np.concatenate(embs), "logits": np.concatenate(logits)}
+
+
+def train_face(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
+    seed_all(cfg.seed + 2)
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    train, valid = load_faces("train", data_root), load_faces("valid", data_root)
+    fer_index = {EMOTIONS.index(e): i for i, e in enumerate(FER_EMOTIONS)}
+    y = torch.tensor([fer_index[e] for e in train.emotion_idx])
+    vy = np.array([fer_index[e] for e in valid.emotion_idx])
+    x_all = torch.from_numpy(train.images).float().div(255).unsqueeze(1)
+    if cfg.limit:
+        x_all, y = x_all[: cfg.limit * 8], y[: cfg.limit * 8]
+    model = FaceEncoder(FaceEncoderConfig()).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.face_lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    steps = cfg.face_epochs * math.ceil(len(x_all) / cfg.face_batch)
+    sched = one_cycle(opt, steps, cfg.face_lr, pct=0.2)
+    best, best_state = -1.0, None
+    for epoch in range(cfg.face_epochs):
+        model.train()
+        perm = torch.randperm(len(x_all), generator=gen)
+        bar = tqdm(range(0, len(perm), cfg.face_batch), desc=f"face epoch {epoch + 1}/{cfg.face_epochs}")
+        for i in bar:
+            b = perm[i : i + cfg.face_batch]
+            x = normalise(face_augment(x_all[b], gen)).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.face_bf16):
+                logits = model(x)["logits"]
+            loss = F.cross_entropy(logits.float(), y[b], label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        acc = float(np.mean(predict_face(model, valid.images)["logits"].argmax(1) == vy))
+        print(f"  face valid accuracy {100 * acc:.1f}")
+        if acc >= best:
+            best, best_state = acc, {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    checkpoint.save(run / "face_encoder.safetensors", model, model.cfg, valid_acc=best)
+
+
+def jitter_views(images: np.ndarray, n_views: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [N, n_views, 48, 48]: view 0 the image, the others small head movements
+    (rotation +-8 deg, shift +-2 px, scale +-5 %) and lighting changes (+-10 %)."""
+    import cv2
+
+    out = np.empty((len(images), n_views) + images.shape[1:], np.uint8)
+    out[:, 0] = images
+    for i, img in enumerate(images):
+        for v in range(1, n_views):
+            m = cv2.getRotationMatrix2D((23.5, 23.5), rng.uniform(-8, 8), rng.uniform(0.95, 1.05))
+            m[:, 2] += rng.uniform(-2, 2, 2)
+            w = cv2.warpAffine(img, m, (48, 48), borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+            w = w * rng.uniform(0.9, 1.1) + rng.uniform(-12, 12)
+            out[i, v] = np.clip(w, 0, 255).astype(np.uint8)
+    return out
+
+
+def face_views(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
+    """<run>/face_views_{split}.npy: [N, FACE_VIEWS, 135] face-encoder emb + logits (fp16)."""
+    model, _ = checkpoint.load(run / "face_encoder.safetensors", FaceEncoder, FaceEncoderConfig)
+    rng = np.random.default_rng(cfg.seed + 3)
+    for split in ("train", "valid", "test"):
+        faces = load_faces(split, data_root)
+        imgs = faces.images[: cfg.limit * 8] if cfg.limit else faces.images
+        out = np.zeros((len(faces), FACE_VIEWS, 135), np.float16)
+        for i in tqdm(range(0, len(imgs), 2048), desc=f"face views {split}"):
+            views = jitter_views(imgs[i : i + 2048], FACE_VIEWS, rng)
+            n = len(views)
+            pred = predict_face(model, views.reshape(-1, 48, 48), flip=False)
+            out[i : i + n] = np.concatenate([pred["emb"], pred["logits"]], 1).reshape(n, FACE_VIEWS, 135)
+        np.save(run / f"face_views_{split}.npy", out)
+
+
+# ====================================================================== calibration
+def load_stack(run: Path) -> UnimodalStack:
+    text, _ = checkpoint.load(run / "text_encoder.safetensors", TextEncoder, TextEncoderConfig)
+    audio, _ = checkpoint.load(run / "audio_encoder.safetensors", AudioEncoder, AudioEncoderConfig)
+    face, _ = checkpoint.load(run / "face_encoder.safetensors", FaceEncoder, FaceEncoderConfig)
+    stack = UnimodalStack(text, audio, face).eval()
+    calib = run / "calibration.json"
+    if calib.exists():
+        c = json.loads(calib.read_text())
+        stack.temperature.copy_(torch.tensor(c["unimodal_temperature"]))
+        stack.class_scores.copy_(torch.tensor(c["class_scores"]))
+    return stack
+
+
+def calibrate(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
+    """Temperatures of the text classes, audio emotions and face emotions on validation data,
+    and the mean text score of each sentiment class (train)."""
+    stack = load_stack(run)
+    feats, _, vcls, _ = _text_split(cache, "valid", data_root, cfg.limit)
+    _, t_logits = predict_text(stack.text, feats)
+    t_temp = fit_temperature(t_logits, vcls)
+
+    df, clean, by_row, _ = _speech_tables(cache, data_root)
+    rows = np.flatnonzero(df["split"].to_numpy() == "valid")
+    a_logits = predict_audio(stack.audio, [clean[by_row[r]].astype(np.float32) for r in rows])
+    a_temp = fit_temperature(a_logits, df["emotion_idx"].to_numpy()[rows])
+
+    valid = load_faces("valid", data_root)
+    names = FER_EMOTIONS
+    fy = np.array([names.index(EMOTIONS[e]) for e in valid.emotion_idx])
+    views = np.load(run / "face_views_valid.npy").astype(np.float32)
+    f_temp = fit_temperature(views[:, :, 128:].reshape(-1, len(names)), np.repeat(fy, views.shape[1]))
+
+    _, ty, tcls, _ = _text_split(cache, "train", data_root)
+    class_scores = [float(ty[tcls == c].mean()) for c in range(3)]
+    prior = [float(np.mean(tcls == c)) for c in range(3)]
+    out = {
+        "unimodal_temperature": [t_temp, a_temp, f_temp],
+        "class_scores": class_scores,
+        "prior_probs": prior,
+        "prior_score": float(ty.mean()),
+    }
+    (run / "calibration.json").write_text(json.dumps(out, indent=2))
+    print("  calibration:", json.dumps(out))
+
+
+# ====================================================================== fusion
+def fusion_inputs(s: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The positional inputs of LNLN from a UnimodalStack output."""
+    return tuple(
+        s[k] for k in ("text", "text_valid", "audio", "audio_valid", "vision", "vision_valid", "evidence", "present")
+    )
+
+
+def valid_conditions(data: ComposedData, seed: int):
+    """Fixed validation batches: rates 0 / 0.5 / 0.9 (all modalities) and the six partial subsets."""
+    rng = np.random.default_rng(seed)
+    specs = data.compose(rng)
+    conds = [(r, SUBSETS[0]) for r in (0.0, 0.5, 0.9)] + [(0.0, s) for s in SUBSETS[1:]]
+    out = []
+    for rate, subset in conds:
+        override = data.text_at_rate(specs, rate, seed) if rate > 0 else None
+        out.append((rate, subset, specs, override))
+    return out
+
+
+def train_fusion(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
+    seed_all(cfg.seed + 4)
+    rng = np.random.default_rng(cfg.seed + 4)
+    stack = load_stack(run)
+    train = ComposedData(
+        "train", cache, np.load(run / "face_views_train.npy"), data_root, augmented=True, text_states=run
+    )
+    valid = ComposedData("valid", cache, np.load(run / "face_views_valid.npy"), data_root)
+    # validation: the unimodal stack is frozen, so its outputs are computed once
+    vbatches = []
+    for rate, subset, specs, override in valid_conditions(valid, cfg.seed + 5):
+        vrng = np.random.default_rng(cfg.seed + 6)
+        for i in range(0, len(specs), 256):
+            sp = specs[i : i + 256]
+            presence = np.tile(np.array(subset, bool), (len(sp), 1))
+            rates = np.full((len(sp), 3), rate)
+            b, _ = valid.batch(sp, rates, presence, vrng, None if override is None else override[i : i + 256])
+            vbatches.append((stack(b), torch.tensor([s.score for s in sp]), torch.tensor([s.cls for s in sp])))
+
+    model = LNLN(LNLNConfig())
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.fusion_lr, weight_decay=1e-4)
+    n_train = len(train) if not cfg.limit else min(len(train), cfg.limit * 8)
+    steps = cfg.fusion_epochs * math.ceil(n_train / cfg.fusion_batch)
+    sched = one_cycle(opt, steps, cfg.fusion_lr, pct=0.1)
+    c = model.cfg
+    best, best_state = np.inf, None
+    for epoch in range(cfg.fusion_epochs):
+        model.train()
+        specs = train.compose(rng, rng.permutation(len(train))[:n_train])
+        bar = tqdm(range(0, len(specs), cfg.fusion_batch), desc=f"fusion epoch {epoch + 1}/{cfg.fusion_epochs}")
+        for i in bar:
+            sp = specs[i : i + cfg.fusion_batch]
+            n = len(sp)
+            rates, presence = draw_rates(n, rng), draw_presence(n, rng)
+            clean_b, _ = train.batch(sp, np.zeros((n, 3)), np.ones((n, 3), bool), rng)
+            noisy_b, text_rate = train.batch(sp, rates, presence, rng, augment=True)
+            s_clean, s_noisy = stack(clean_b), stack(noisy_b)
+            out = model(*fusion_inputs(s_noisy))
+            with torch.no_grad():
+                ref = model.encode(*fusion_inputs(s_clean))
+            y = torch.tensor([s.score for s in sp])
+            cls = torch.tensor([s.cls for s in sp])
+            task = F.smooth_l1_loss(out["score"], y) + F.cross_entropy(out["logits"], cls)
+            completeness = F.mse_loss(out["completeness"], 1.0 - torch.from_numpy(text_rate))
+            real = model.discriminate(ref[0])
+            fake = model.discriminate(out["h_d"], reverse=1.0)
+            adversarial = F.cross_entropy(real, torch.ones(n, dtype=torch.long)) + F.cross_entropy(
+                fake, torch.zeros(n, dtype=torch.long)
+            )
+            pres = s_noisy["present"].float()
+            recon = 0.0
+            for m, key in enumerate(("h_t", "h_a", "h_v")):
+                err = ((model.reconstruct(m, out[key]) - ref[m]) ** 2).mean((1, 2))
+                recon = recon + (err * pres[:, m]).sum() / pres[:, m].sum().clamp_min(1)
+            loss = task + c.w_completeness * completeness + c.w_adversarial * adversarial + c.w_reconstruction * recon
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            bar.set_postfix(task=f"{task.item():.3f}", adv=f"{adversarial.item():.3f}")
+        score = _fusion_valid(model, vbatches)
+        print(f"  fusion valid: mean MAE + (1 - Acc-3) over conditions {score:.4f}")
+        if score < best:
+            best, best_state = score, {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    model.eval()
+    # temperature of the fused class probabilities on the validation windows
+    logits = torch.cat([model(*fusion_inputs(s))["logits"] for s, _, _ in vbatches]).detach().numpy()
+    labels = torch.cat([c for _, _, c in vbatches]).numpy()
+    temp = fit_temperature(logits, labels)
+    checkpoint.save(run / "fusion.safetensors", model, model.cfg, valid_score=best, temperature=temp)
+
+
+@torch.no_grad()
+def _fusion_valid(model: LNLN, vbatches) -> float:
+    model.eval()
+    maes, accs = [], []
+    for s, y, c in vbatches:
+        out = model(*fusion_inputs(s))
+        maes.append((out["score"].clamp(-3, 3) - y).abs())
+        accs.append((out["logits"].argmax(1) == c).float())
+    return float(torch.cat(maes).mean() + 1 - torch.cat(accs).mean())
+
+
+# ====================================================================== package
+def package(cfg: TrainConfig, cache: Path, run: Path, data_root, assets: Path) -> None:
+    """fp16 safetensors of the four models and runtime.json (calibration, prior) into assets/."""
+    weights = assets / "weights"
+    weights.mkdir(parents=True, exist_ok=True)
+    for name, cls, ccls in (
+        ("text_encoder", TextEncoder, TextEncoderConfig),
+        ("audio_encoder", AudioEncoder, AudioEncoderConfig),
+        ("face_encoder", FaceEncoder, FaceEncoderConfig),
+        ("fusion", LNLN, LNLNConfig),
+    ):
+        model, meta = checkpoint.load(run / f"{name}.safetensors", cls, ccls)
+        meta.pop("config", None)
+        checkpoint.save(weights / f"{name}.safetensors", model, model.cfg, half=True, **meta)
+    calib = json.loads((run / "calibration.json").read_text())
+    _, fmeta = checkpoint.read(run / "fusion.safetensors")
+    calib["fusion_temperature"] = fmeta["temperature"]
+    calib["train_config"] = asdict(cfg)
+    (assets / "runtime.json").write_text(json.dumps(calib, indent=2))
+    print(f"  wrote {weights} and {assets / 'runtime.json'}")
+
+
+# ====================================================================== main
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
+    ap.add_argument("--data", help="data root (default ../shared/data or $MSA_DATA_ROOT)")
+    ap.add_argument("--cache", help="feature cache and run folder (default .cache/)")
+    ap.add_argument("--assets", help="where package writes (default assets/)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=0, help="cap samples per stage for a smoke run")
+    ap.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every stage's epochs")
+    args = ap.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = set(stages) - set(STAGES)
+    if bad:
+        ap.error(f"unknown stages {sorted(bad)}")
+    cfg = TrainConfig(seed=args.seed, limit=args.limit)
+    if args.epochs_scale != 1.0:
+        for f in ("text_epochs", "audio_epochs", "face_epochs", "fusion_epochs"):
+            setattr(cfg, f, max(1, round(getattr(cfg, f) * args.epochs_scale)))
+    torch.set_num_threads(cfg.threads)
+    cache = cache_dir(args.cache)
+    run = cache / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    data_root = args.data
+    timings = {}
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        t0 = time.time()
+        print(f"== {stage}")
+        if stage == "cache":
+            from models.features.audio import AudioFeatureExtractor
+            from models.features.text import TextFeatureExtractor
+
+            tex = TextFeatureExtractor()
+            for corpus in TEXT_TRAIN_CORPORA:
+                for k in range(N_TEXT_VARIANTS + 1):
+                    text_features(cache, corpus, k, data_root, tex)
+            aex = AudioFeatureExtractor(threads=cfg.threads)
+            for k in range(N_SPEECH_VARIANTS + 1):
+                speech_features(cache, k, data_root, aex)
+        elif stage == "text":
+            train_text(cfg, cache, run, data_root)
+        elif stage == "text_states":
+            text_states(cfg, cache, run, data_root)
+        elif stage == "audio":
+            train_audio(cfg, cache, run, data_root)
+        elif stage == "face":
+            train_face(cfg, cache, run, data_root)
+        elif stage == "views":
+            face_views(cfg, cache, run, data_root)
+        elif stage == "calibrate":
+            calibrate(cfg, cache, run, data_root)
+        elif stage == "fusion":
+            train_fusion(cfg, cache, run, data_root)
+        elif stage == "package":
+            package(cfg, cache, run, data_root, assets_dir(args.assets))
+        timings[stage] = round(time.time() - t0, 1)
+        print(f"   {stage} took {timings[stage]:.0f} s")
+    log = run / "timings.json"
+    old = json.loads(log.read_text()) if log.exists() else {}
+    old.update(timings)
+    log.write_text(json.dumps(old, indent=2))
+    print("timings (s):", json.dumps(timings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Shared types of the data path: modalities, sentiment classes, model inputs and results.
+
+This is the one definition of these types. The streaming side (frames, windows,
+health states) builds on them in ``streaming/types.py``; nothing redefines them.
+
+Conventions
+- A sentiment *score* is on the CMU-MOSI scale, a float in [-3, 3].
+- A sentiment *class* is one of ``SENTIMENT_CLASSES``; a score maps to a class
+  through ``score_to_class`` (neutral band |score| <= ``NEUTRAL_BAND``).
+- Probabilities over the classes are ordered as ``SENTIMENT_CLASSES`` and sum to 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+SCORE_MIN, SCORE_MAX = -3.0, 3.0
+SENTIMENT_CLASSES = ("negative", "neutral", "positive")
+#: Scores with |score| <= NEUTRAL_BAND count as neutral (MOSEI's 1/3 steps fall inside).
+NEUTRAL_BAND = 0.5
+
+
+class Modality(str, Enum):
+    """One input stream of the system."""
+
+    TEXT = "text"
+    AUDIO = "audio"
+    VISION = "vision"
+
+
+MODALITIES: tuple[Modality, ...] = (Modality.TEXT, Modality.AUDIO, Modality.VISION)
+
+
+def score_to_class(score: float | np.ndarray) -> int | np.ndarray:
+    """Index into ``SENTIMENT_CLASSES`` of a score (scalar or array)."""
+    s = np.asarray(score, dtype=np.float64)
+    cls = np.where(s < -NEUTRAL_BAND, 0, np.where(s > NEUTRAL_BAND, 2, 1))
+    return int(cls) if cls.ndim == 0 else cls.astype(np.int64)
+
+
+@dataclass
+class SequenceFeatures:
+    """A feature sequence of one modality for one window.
+
+    values: float32 [T, D], finite.
+    valid:  bool [T]; False marks a step with no observation (no face in that frame,
+            a dropped chunk); such a step is never read by a model.
+    """
+
+    values: np.ndarray
+    valid: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.values = np.asarray(self.values, dtype=np.float32)
+        self.valid = np.asarray(self.valid, dtype=bool)
+        if self.values.ndim != 2:
+            raise ValueError(f"values must be [T, D], got shape {self.values.shape}")
+        if self.valid.shape != (self.values.shape[0],):
+            raise ValueError(f"valid must be [T]={self.values.shape[0]}, got {self.valid.shape}")
+        if not np.isfinite(self.values[self.valid]).all():
+            raise ValueError("values hold NaN or inf at valid steps")
+        # Steps that are not valid carry zeros, so nothing undefined travels on.
+        self.values[~self.valid] = 0.0
+
+    @property
+    def present(self) -> bool:
+        return bool(self.valid.any())
+
+    @classmethod
+    def empty(cls, dim: int) -> "SequenceFeatures":
+        return cls(np.zeros((0, dim), np.float32), np.zeros((0,), bool))
+
+
+@dataclass
+class WindowFeatures:
+    """Everything the model reads for one window; None marks a modality that is absent.
+
+    text:   [L, 384] MiniLM token features (``models.features.text``)
+    audio:  [F, 387] audio frame features, 50 per second (``models.features.audio``)
+    vision: [T, 135] per frame: face embedding and expression logits of the face encoder
+    """
+
+    text: SequenceFeatures | None = None
+    audio: SequenceFeatures | None = None
+    vision: SequenceFeatures | None = None
+
+    def get(self, m: Modality) -> SequenceFeatures | None:
+        return {Modality.TEXT: self.text, Modality.AUDIO: self.audio, Modality.VISION: self.vision}[m]
+
+    def present(self) -> tuple[Modality, ...]:
+        return tuple(m for m in MODALITIES if (f := self.get(m)) is not None and f.present)
+
+
+@dataclass
+class ModalityEstimate:
+    """What one modality says on its own about a window."""
+
+    score: float
+    probs: np.ndarray  # [3] over SENTIMENT_CLASSES
+    confidence: float  # calibrated probability that `label` is right
+    detail: dict[str, float] = field(default_factory=dict)  # e.g. emotion probabilities
+
+    @property
+    def label(self) -> str:
+        return SENTIMENT_CLASSES[int(np.argmax(self.probs))]
+
+
+@dataclass
+class SentimentResult:
+    """The fused answer for one window."""
+
+    score: float  # [-3, 3]
+    probs: np.ndarray  # [3] over SENTIMENT_CLASSES, sums to 1
+    confidence: float  # calibrated probability that `label` is right
+    used: tuple[Modality, ...]  # modalities that reached the model
+    per_modality: dict[Modality, ModalityEstimate] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return SENTIMENT_CLASSES[int(np.argmax(self.probs))]
+
+    def confidences(self) -> dict[str, float]:
+        return {c: float(p) for c, p in zip(SENTIMENT_CLASSES, self.probs)}

@@ -1,0 +1,1 @@
+"""Streaming: capture workers, ASR, windowing, health monitor, fault injection, pipeline."""
