@@ -139,6 +139,10 @@ class ComposedData:
     def compose(self, rng: np.random.Generator, text_rows: np.ndarray | None = None) -> list[WindowSpec]:
         """One window per text row (all rows of the pool by default), partners drawn by class."""
         rows = np.arange(len(self.text_rows)) if text_rows is None else text_rows
+        for kind, pools in self._by_class.items():
+            for c in set(self.text_cls[rows].tolist()):
+                if len(pools[c]) == 0:
+                    raise ValueError(f"the {self.split} split has no {kind} sample of sentiment class {c}")
         specs = []
         for t in rows:
             c = int(self.text_cls[t])

@@ -28,11 +28,11 @@ from models import metrics
 from models.composed import ComposedData
 from models.data import load_faces, load_speech, load_text
 from models.featurize import speech_features, text_features, text_features_at_rate
-from models.labels import EMOTIONS, FER_EMOTIONS, RAVDESS_EMOTIONS, sentiment_index, sentiment_matrix
+from models.labels import EMOTIONS, FER_EMOTIONS, sentiment_index, sentiment_matrix
 from models.missing import SUBSET_NAMES, SUBSETS, TEST_RATES
 from models.paths import REPO_ROOT, assets_dir, cache_dir
 from models.runtime import FUSION_INPUTS, SentimentModel
-from models.train import corpus_emotion_mask, predict_audio, predict_face, predict_text
+from models.train import corpus_emotion_mask, predict_audio, predict_face
 from models.types import score_to_class
 from models.unimodal import pad_batch
 

@@ -40,6 +40,13 @@ from models.types import (
 )
 from models.unimodal import UnimodalStack, pad_batch
 
+#: The shipped models: file stem in assets/weights -> (model class, config class).
+SHIPPED = {
+    "text_encoder": (TextEncoder, TextEncoderConfig),
+    "audio_encoder": (AudioEncoder, AudioEncoderConfig),
+    "face_encoder": (FaceEncoder, FaceEncoderConfig),
+    "fusion": (LNLN, LNLNConfig),
+}
 FUSION_INPUTS = ("text", "text_valid", "audio", "audio_valid", "vision", "vision_valid", "evidence", "present")
 
 
@@ -74,17 +81,13 @@ class SentimentModel:
     @classmethod
     def load(cls, assets: str | Path | None = None, use_onnx: bool = True, threads: int = 1) -> "SentimentModel":
         a = assets_dir(assets)
-        w = a / "weights"
-        text, _ = checkpoint.load(w / "text_encoder.safetensors", TextEncoder, TextEncoderConfig)
-        audio, _ = checkpoint.load(w / "audio_encoder.safetensors", AudioEncoder, AudioEncoderConfig)
-        face, _ = checkpoint.load(w / "face_encoder.safetensors", FaceEncoder, FaceEncoderConfig)
-        fusion, _ = checkpoint.load(w / "fusion.safetensors", LNLN, LNLNConfig)
+        m = {name: checkpoint.load(a / "weights" / f"{name}.safetensors", *cls)[0] for name, cls in SHIPPED.items()}
         runtime = json.loads((a / "runtime.json").read_text())
-        stack = UnimodalStack(text, audio, face)
+        stack = UnimodalStack(m["text_encoder"], m["audio_encoder"], m["face_encoder"])
         stack.temperature.copy_(torch.tensor(runtime["unimodal_temperature"]))
         stack.class_scores.copy_(torch.tensor(runtime["class_scores"]))
         onnx = a / "onnx" / "fusion.onnx" if use_onnx else None
-        return cls(stack, fusion, runtime, onnx, threads)
+        return cls(stack, m["fusion"], runtime, onnx, threads)
 
     @property
     def backend(self) -> str:

@@ -65,7 +65,7 @@ class UnimodalStack(nn.Module):
         vv = batch["vision_valid"].bool() & present[:, 2:3]
         # a modality whose every step is missing is absent
         present = present & torch.stack([tv.any(1), av.any(1), vv.any(1)], dim=1)
-        pt, pa, pv = (present[:, i : i + 1].to(batch["text_x"].dtype) for i in range(3))
+        pt, pa, pv = (present[:, i : i + 1].float() for i in range(3))
 
         if "text_states" in batch:  # text encoder outputs computed ahead (training cache)
             t = {"states": batch["text_states"], "score": batch["text_score"], "logits": batch["text_logits"]}

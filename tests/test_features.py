@@ -100,3 +100,22 @@ def test_text_features_shapes():
     assert long.shape[0] == 64  # truncated
     with pytest.raises(TypeError):
         ex([None])
+
+
+def test_distinct_faces_counts_nested_meshes_once():
+    from models.features.vision import distinct_faces
+
+    def mesh(x0, y0, x1, y1):
+        return np.array([[x0, y0, 0], [x1, y1, 0]], np.float32)
+
+    big, inner, other = mesh(30, 30, 230, 240), mesh(150, 180, 200, 225), mesh(300, 30, 420, 160)
+    assert len(distinct_faces([inner, big])) == 1  # a small mesh inside a face is the same face
+    assert len(distinct_faces([big, other])) == 2  # side by side: two people
+    assert distinct_faces([inner, big])[0] is big
+
+
+def test_stereo_int16_is_scaled_before_mixing():
+    from models.features.audio import to_mono_16k
+
+    x = to_mono_16k(np.full((320, 2), 16384, np.int16), 16000)
+    assert np.allclose(x, 0.5)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.paths import assets_dir
-from models.types import MODALITIES, SENTIMENT_CLASSES, Modality, SequenceFeatures, WindowFeatures
+from models.types import MODALITIES, SENTIMENT_CLASSES, SequenceFeatures, WindowFeatures
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +43,10 @@ def test_assets_are_small_and_safe():
 
 def test_shipped_weights_load_strictly():
     from models import checkpoint
-    from models.encoders.audio import AudioEncoder, AudioEncoderConfig
-    from models.encoders.face import FaceEncoder, FaceEncoderConfig
-    from models.encoders.text import TextEncoder, TextEncoderConfig
-    from models.fusion.lnln import LNLN, LNLNConfig
+    from models.runtime import SHIPPED
 
-    w = assets_dir() / "weights"
-    for name, cls, ccls in (
-        ("text_encoder", TextEncoder, TextEncoderConfig),
-        ("audio_encoder", AudioEncoder, AudioEncoderConfig),
-        ("face_encoder", FaceEncoder, FaceEncoderConfig),
-        ("fusion", LNLN, LNLNConfig),
-    ):
-        m, meta = checkpoint.load(w / f"{name}.safetensors", cls, ccls)
+    for name, classes in SHIPPED.items():
+        m, meta = checkpoint.load(assets_dir() / "weights" / f"{name}.safetensors", *classes)
         assert all(torch.isfinite(p).all() for p in m.parameters())
         assert "config" in meta
 

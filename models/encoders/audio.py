@@ -43,7 +43,9 @@ class AudioEncoder(nn.Module):
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.norm_in(x) * valid.unsqueeze(-1).to(x.dtype)  # missing frames read as zeros
         h = F.gelu(self.conv(x.transpose(1, 2))).transpose(1, 2)
-        v = F.max_pool1d(valid.to(x.dtype).unsqueeze(1), 3, 2, 1).squeeze(1) > 0
+        # a state is valid when any frame under the conv's window is (a conv, not max_pool1d,
+        # so that ONNX export keeps the length dynamic)
+        v = F.conv1d(valid.to(x.dtype).unsqueeze(1), x.new_ones(1, 1, 3), stride=2, padding=1).squeeze(1) > 0
         for block in self.blocks:
             h = block(h, v)
         h = self.norm_out(h)

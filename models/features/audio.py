@@ -49,11 +49,9 @@ def to_mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     a = np.asarray(samples)
     if a.size == 0:
         raise ValueError("empty audio")
-    if a.ndim == 2:
-        # Gradio gives [n, channels]; some sources give [channels, n] with few channels.
-        a = a.mean(axis=1) if a.shape[1] <= 8 else a.mean(axis=0)
-    elif a.ndim != 1:
+    if a.ndim not in (1, 2):
         raise ValueError(f"audio must be 1-D or [n, channels], got shape {a.shape}")
+    # scale integers before mixing channels (a mean would turn them into unscaled floats)
     if a.dtype == np.int16:
         a = a.astype(np.float32) / 32768.0
     elif a.dtype == np.int32:
@@ -62,6 +60,9 @@ def to_mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
         a = a.astype(np.float32)
     else:
         raise ValueError(f"unsupported audio dtype {a.dtype}")
+    if a.ndim == 2:
+        # Gradio gives [n, channels]; some sources give [channels, n] with few channels.
+        a = a.mean(axis=1) if a.shape[1] <= 8 else a.mean(axis=0)
     if not np.isfinite(a).all():
         raise ValueError("audio holds NaN or inf samples")
     if not isinstance(rate, (int, np.integer)) or not 8000 <= int(rate) <= 192_000:

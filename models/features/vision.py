@@ -144,6 +144,29 @@ def geometry_features(landmarks: np.ndarray) -> np.ndarray:
     return np.concatenate([norm[list(GEOMETRY_POINTS)].reshape(-1), ratios]).astype(np.float32)
 
 
+def _box(lm: np.ndarray) -> tuple[float, float, float, float]:
+    return float(lm[:, 0].min()), float(lm[:, 1].min()), float(lm[:, 0].max()), float(lm[:, 1].max())
+
+
+def _overlap(a, b) -> float:
+    """Intersection of two boxes over the smaller box's area."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return w * h / small if small > 0 else 0.0
+
+
+def distinct_faces(meshes: list[np.ndarray], overlap: float = 0.5) -> list[np.ndarray]:
+    """Meshes that are different people. The video-mode tracker can hold a stale track, or a
+    spurious small mesh, on the same face after a cut: a mesh lying mostly (more than
+    ``overlap`` of its box) inside a larger one's box counts once."""
+    keep: list[np.ndarray] = []
+    for m in sorted(meshes, key=lambda a: -np.ptp(a[:, 0]) * np.ptp(a[:, 1])):
+        if all(_overlap(_box(m), _box(k)) <= overlap for k in keep):
+            keep.append(m)
+    return keep
+
+
 class FaceAnalyzer:
     """RGB frames in, ``FaceObservation`` out.
 
@@ -179,6 +202,7 @@ class FaceAnalyzer:
         ]
         areas = [np.ptp(a[:, 0]) * np.ptp(a[:, 1]) for a in arrays]
         lm = arrays[int(np.argmax(areas))]
+        faces = distinct_faces(arrays)
         box = (float(lm[:, 0].min()), float(lm[:, 1].min()), float(lm[:, 0].max()), float(lm[:, 1].max()))
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         try:

@@ -51,12 +51,12 @@ class LNLNConfig:
     text_dim: int = 384
     audio_dim: int = 128
     vision_dim: int = 135
-    audio_pool: int = 3  # audio states are averaged in groups of 3 (25/s -> ~8/s) first
+    audio_pool: int = 5  # audio states are averaged in groups of 5 (25/s -> 5/s) first
     dim: int = 128
     heads: int = 8
     ffn: int = 256
     n_tokens: int = 8
-    encoder_layers: int = 2
+    encoder_layers: int = 1  # inputs are already contextual encoder states
     completeness_layers: int = 2
     proxy_layers: int = 2
     fusion_layers: int = 3  # language layers, each with a hyper-modality update

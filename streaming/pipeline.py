@@ -1,0 +1,326 @@
+"""The streaming pipeline: items in, one ``WindowResult`` per window out.
+
+    sources -> faults -> health -> windowing -> features -> fusion -> results
+
+``Pipeline.push(item, now)`` takes a ``VideoFrame`` or ``AudioChunk`` (t: capture time on the
+pipeline clock; now: when it arrived, by default t), passes it through the fault injector,
+checks it, stores it, feeds audio to the recogniser, and returns the windows that became
+due. ``advance(now)`` lets time pass without items (a dead sensor sends nothing, yet its
+windows must still come out). ``flush()`` ends the stream.
+
+The recogniser runs either inside the window step (``asr_mode="sync"``: deterministic, what
+the simulator and tests use) or on its own thread (``"thread"``: live use, so a slow decode
+never holds a window back). A modality judged DROPPED is masked out of the model input; in a
+DEGRADED one the unusable frames and samples are masked and the rest is read.
+
+One ``Pipeline`` serves one stream (one browser session, one replay); the model is shared.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.features.audio import SAMPLE_RATE
+from models.features.vision import validate_frame
+from models.types import Modality, SentimentResult, WindowFeatures
+from streaming.faults import FaultInjector
+from streaming.health import (
+    Check,
+    HealthConfig,
+    HealthMonitor,
+    AudioChecker,
+    VisionChecker,
+    audio_window_issue,
+    centre_gray,
+    small_gray,
+)
+from streaming.types import AudioChunk, Health, HealthStatus, Transcript, VideoFrame, WindowResult
+from streaming.windowing import AnalysedFrame, AudioTrack, VisionTrack, Windower, words_in
+
+VISION_FRAMES = 15  # frames per window the fusion model was trained with (5 per second)
+
+
+@dataclass
+class PipelineConfig:
+    window_s: float = 3.0
+    hop_s: float = 1.0
+    vision_fps: float = 5.0  # frames analysed per second (the rest only count as alive)
+    text_context_s: float = 6.0  # words this far back from the window's end are read
+    keep_s: float = 15.0  # history kept for windows and the recogniser
+    asr_mode: str = "sync"  # "sync", "thread" or "off"
+    asr_every_s: float = 1.0  # thread mode: decode period
+    health: HealthConfig = field(default_factory=HealthConfig)
+
+    def __post_init__(self) -> None:
+        if self.asr_mode not in ("sync", "thread", "off"):
+            raise ValueError(f"asr_mode must be sync, thread or off, not {self.asr_mode!r}")
+        if not (0 < self.hop_s <= self.window_s <= 10):
+            raise ValueError(f"need 0 < hop <= window <= 10 s, got {self.hop_s}, {self.window_s}")
+        if self.vision_fps <= 0:
+            raise ValueError("vision_fps must be positive")
+
+
+class AsrThread:
+    """Runs a ``StreamingASR`` on its own thread: ``push`` is cheap, ``latest`` returns the
+    newest transcript; the recogniser decodes every ``every_s`` seconds while audio comes."""
+
+    def __init__(self, asr, every_s: float = 1.0):
+        self.asr, self.every_s = asr, every_s
+        self._lock = threading.Lock()
+        self._pending: list[tuple[np.ndarray, float]] = []
+        self._latest: Transcript | None = None
+        self._stop = threading.Event()
+        self.decode_ms: list[float] = []
+        self._thread = threading.Thread(target=self._run, name="asr", daemon=True)
+        self._thread.start()
+
+    def push(self, samples: np.ndarray, t: float) -> None:
+        with self._lock:
+            self._pending.append((samples, t))
+
+    def latest(self) -> Transcript | None:
+        with self._lock:
+            return self._latest
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            with self._lock:
+                pending, self._pending = self._pending, []
+            if not pending:
+                continue
+            t0 = time.perf_counter()
+            try:
+                for s, t in pending:
+                    self.asr.push(s, t)
+                tr = self.asr.step(pending[-1][1] + len(pending[-1][0]) / SAMPLE_RATE)
+                self.decode_ms.append(1000 * (time.perf_counter() - t0))
+            except Exception as e:  # noqa: BLE001 - a failed decode is a health state, not a crash
+                tr = Transcript(t=pending[-1][1], error=str(e) or type(e).__name__)
+            with self._lock:
+                self._latest = tr
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class Pipeline:
+    """One stream's state. ``model``: a ``models.runtime.SentimentModel``; ``asr``: a
+    ``streaming.asr.StreamingASR`` or None (then text comes only from ``set_text``)."""
+
+    def __init__(self, model, asr=None, faults: FaultInjector | None = None, cfg: PipelineConfig | None = None, face_analyzer=None):
+        from models.features.vision import FaceAnalyzer
+
+        self.cfg = cfg or PipelineConfig()
+        self.model = model
+        self.faults = faults or FaultInjector()
+        self.health = HealthMonitor(self.cfg.health, expected_fps=self.cfg.vision_fps)
+        self.faces = face_analyzer or FaceAnalyzer(static=False)
+        self._vision_check = VisionChecker(self.cfg.health)
+        self._audio_check = AudioChecker(self.cfg.health)
+        self.audio = AudioTrack(self.cfg.keep_s)
+        self.vision = VisionTrack(self.cfg.keep_s)
+        self.windower = Windower(self.cfg.window_s, self.cfg.hop_s)
+        self._asr = asr if self.cfg.asr_mode != "off" else None
+        self._asr_thread = AsrThread(asr, self.cfg.asr_every_s) if asr is not None and self.cfg.asr_mode == "thread" else None
+        self._transcript = Transcript(t=0.0)
+        self._typed_text: tuple[float, str] | None = None
+        self._last_vision_t = -np.inf
+        self._clock = -np.inf
+        self._lock = threading.RLock()
+        self.results: list[WindowResult] = []
+        self.asr_ms: list[float] = []  # recogniser step times (sync mode; thread mode: _asr_thread.decode_ms)
+
+    # ------------------------------------------------------------ input
+    def push(self, item: VideoFrame | AudioChunk, now: float | None = None) -> list[WindowResult]:
+        """Takes one item; returns the windows that became due (usually none or one)."""
+        now = item.t if now is None else now
+        with self._lock:
+            if isinstance(item, VideoFrame):
+                for f in self.faults.video(item):
+                    self._video(f, now)
+            elif isinstance(item, AudioChunk):
+                for c in self.faults.audio(item):
+                    self._audio(c, now)
+            else:
+                raise TypeError(f"push takes VideoFrame or AudioChunk, not {type(item).__name__}")
+            return self._advance(now)
+
+    def advance(self, now: float) -> list[WindowResult]:
+        """Time passes with no new item: releases delayed items, emits due windows."""
+        with self._lock:
+            for f in self.faults.release(Modality.VISION, now):
+                self._video(f, now)
+            for c in self.faults.release(Modality.AUDIO, now):
+                self._audio(c, now)
+            return self._advance(now)
+
+    def source_error(self, modality: Modality | str, message: str) -> None:
+        """A device is missing or failed: the modality is DROPPED with this reason."""
+        with self._lock:
+            self.health.source_error(Modality(modality), message)
+
+    def reject(self, modality: Modality | str, t: float, reason: str, duration: float = 0.1) -> None:
+        """An item that could not even be converted (bad type, shape, dtype, rate): it counts
+        as an unusable item of ``modality`` with this reason, and is never stored."""
+        m = Modality(modality)
+        with self._lock:
+            w = 1.0 / self.cfg.vision_fps if m == Modality.VISION else duration
+            self.health.observe(m, t, w, Check(False, reason), t)
+
+    def set_text(self, text: str, now: float) -> None:
+        """Typed text instead of (or besides) the recogniser's, read by windows ending after now."""
+        with self._lock:
+            self._typed_text = (now, text) if text and text.strip() else None
+
+    def _video(self, frame: VideoFrame, now: float) -> None:
+        if frame.t < self._last_vision_t + 1.0 / self.cfg.vision_fps - 1e-3:
+            self.health.streams[Modality.VISION].last_arrival = now  # alive, not analysed
+            return
+        self._last_vision_t = frame.t
+        crop = None
+        try:
+            rgb = validate_frame(frame.image)
+        except ValueError as e:
+            check = Check(False, f"invalid frame: {e}")
+        else:
+            gray = small_gray(rgb)
+            check = self._vision_check.image(frame.t, gray, centre_gray(rgb))
+            if check.usable:
+                obs = self.faces(rgb)
+                face_check = self._vision_check.face(gray, obs.n_faces, obs.crop is not None, obs.box, rgb.shape[1])
+                if face_check.issue:
+                    check = face_check if (not face_check.usable or not check.issue) else check
+                if face_check.usable:
+                    crop = obs.crop
+        self.health.observe(Modality.VISION, frame.t, 1.0 / self.cfg.vision_fps, check, now)
+        self.vision.add(AnalysedFrame(frame.t, crop if check.usable else None, check))
+
+    def _audio(self, chunk: AudioChunk, now: float) -> None:
+        check = self._audio_check.chunk(chunk.samples, chunk.rate)
+        n = len(chunk.samples) if np.ndim(chunk.samples) == 1 else 0
+        duration = n / chunk.rate if chunk.rate else 0.0
+        self.health.observe(Modality.AUDIO, chunk.t, duration, check, now)
+        if n and chunk.rate == SAMPLE_RATE:
+            samples = np.asarray(chunk.samples, np.float32) if check.usable else np.zeros(n, np.float32)
+            self.audio.write(chunk.t, samples, check.usable)
+            if check.usable and self._asr is not None and not self.faults.text_outage(now):
+                if self._asr_thread is not None:
+                    self._asr_thread.push(samples, chunk.t)
+                else:
+                    try:
+                        self._asr.push(samples, chunk.t)
+                    except ValueError as e:
+                        self._transcript = Transcript(t=now, error=str(e))
+
+    # ------------------------------------------------------------ windows
+    def _advance(self, now: float) -> list[WindowResult]:
+        self._clock = max(self._clock, now)
+        out = []
+        for start, end in self.windower.due(self._clock):
+            out.append(self._window(start, end, self._clock))
+        self.results.extend(out)
+        return out
+
+    def _recognise(self, now: float) -> Transcript | None:
+        """Brings the transcript up to date; None when the recogniser is out."""
+        if self._asr is None:
+            return self._transcript
+        if self.faults.text_outage(now):
+            self.health.asr(None, now, outage=True)
+            return None
+        if self._asr_thread is not None:
+            tr = self._asr_thread.latest()
+            if tr is None:  # nothing decoded yet: alive, empty
+                tr = Transcript(t=now)
+        else:
+            t0 = time.perf_counter()
+            try:
+                tr = self._asr.step(now)
+            except Exception as e:  # noqa: BLE001 - a failed decode is a health state
+                tr = Transcript(t=now, error=str(e) or type(e).__name__)
+            self.asr_ms.append(1000 * (time.perf_counter() - t0))
+        self.health.asr(tr, now)
+        if not tr.error:
+            self._transcript = tr
+        return tr
+
+    def _window(self, start: float, end: float, now: float) -> WindowResult:
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        tr = self._recognise(now)
+        statuses: dict[Modality, HealthStatus] = {}
+
+        # vision
+        statuses[Modality.VISION] = self.health.judge(Modality.VISION, start, end, now)
+        vision = None
+        if statuses[Modality.VISION].state != Health.DROPPED:
+            frames = self.vision.window(start, end, VISION_FRAMES)
+            todo = [f for f in frames if f.crop is not None and f.features is None]
+            if todo:
+                feats = self.model.face_frames(np.stack([f.crop for f in todo]))
+                for f, x in zip(todo, feats):
+                    f.features = x
+            if any(f.features is not None for f in frames):
+                from models.types import SequenceFeatures
+
+                dim = next(f.features for f in frames if f.features is not None).shape[0]
+                values = np.stack([f.features if f.features is not None else np.zeros(dim, np.float32) for f in frames])
+                vision = SequenceFeatures(values, np.array([f.features is not None for f in frames]))
+            else:
+                statuses[Modality.VISION] = HealthStatus(Health.DROPPED, statuses[Modality.VISION].reason or "no usable frame")
+
+        # audio
+        samples, ok = self.audio.read(start, end)
+        extra = audio_window_issue(samples, ok, cfg.health)
+        statuses[Modality.AUDIO] = self.health.judge(Modality.AUDIO, start, end, now, extra)
+        audio = None
+        if statuses[Modality.AUDIO].state != Health.DROPPED and ok.any():
+            audio = self.model.audio_features(samples, AudioTrack.frame_valid(ok))
+
+        # text
+        words = []
+        committed = partial = ""
+        if tr is not None:
+            lo = end - max(cfg.text_context_s, cfg.window_s)
+            words = words_in(tr.committed + tr.partial, lo, end)
+            committed = " ".join(w.text.strip() for w in words_in(tr.committed, lo, end))
+            partial = " ".join(w.text.strip() for w in words_in(tr.partial, lo, end))
+        if self._asr is None:
+            statuses[Modality.TEXT] = HealthStatus(Health.OK, "typed text" if self._typed_text else "no recogniser")
+        else:
+            statuses[Modality.TEXT] = self.health.text(statuses[Modality.AUDIO], len(words), now, start)
+        text_str = " ".join(w.text.strip() for w in words).strip()
+        if self._typed_text is not None:
+            text_str = (self._typed_text[1] + " " + text_str).strip()
+            committed = (self._typed_text[1] + " " + committed).strip()
+        text = None
+        if statuses[Modality.TEXT].state != Health.DROPPED and text_str:
+            text = self.model.text_features(text_str)
+
+        result: SentimentResult = self.model.predict(WindowFeatures(text=text, audio=audio, vision=vision))
+        latency = 1000 * (time.perf_counter() - t0)
+        return WindowResult(start, end, result, statuses, committed, partial, latency)
+
+    def flush(self) -> list[WindowResult]:
+        """End of stream: emits the window that the last items fall in, if not yet out."""
+        with self._lock:
+            if self._clock == -np.inf:
+                return []
+            end = self.windower._next_end
+            if end is not None and end - self._clock < self.cfg.hop_s:
+                return self._advance(end)
+            return []
+
+    def close(self) -> None:
+        """Frees the session's resources (the recogniser thread, the face mesh)."""
+        if self._asr_thread is not None:
+            self._asr_thread.close()
+        try:
+            self.faces.close()
+        except Exception:  # noqa: BLE001 - already closed
+            pass

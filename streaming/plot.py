@@ -1,0 +1,76 @@
+"""The sentiment timeline: score with its confidence band, class probabilities and each
+sensor's health, with fault intervals shaded. Used by the simulator and the UI."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from models.types import MODALITIES, SENTIMENT_CLASSES  # noqa: E402
+
+STATE_COLOURS = {"OK": "#2ca02c", "DEGRADED": "#ff9f1c", "DROPPED": "#d62728"}
+CLASS_COLOURS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#1f77b4"}
+FAULT_COLOURS = {"vision": "#9467bd", "audio": "#17becf", "text": "#bcbd22"}
+
+
+def confidence_band(score: np.ndarray, confidence: np.ndarray, width: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """score +- width * (1 - confidence): the band narrows as the model grows sure."""
+    half = width * (1.0 - confidence)
+    return np.clip(score - half, -3, 3), np.clip(score + half, -3, 3)
+
+
+def timeline_figure(rows: list[dict], faults=(), title: str = "", horizon: float | None = None):
+    """A matplotlib figure of windows given as ``WindowResult.to_json()`` dicts; ``faults``:
+    ``streaming.faults.Fault`` objects (or (modality, label, start, end) tuples) to shade.
+    ``horizon``: show only the last so many seconds."""
+    fig, axes = plt.subplots(3, 1, figsize=(10, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1.4, 1.2]})
+    ax, axp, axh = axes
+    if rows:
+        t = np.array([r["t_end"] for r in rows], float)
+        s = np.array([r["score"] for r in rows], float)
+        c = np.array([r["confidence"] for r in rows], float)
+        lo, hi = confidence_band(s, c)
+        ax.fill_between(t, lo, hi, color="#1f77b4", alpha=0.18, step=None, label="confidence band")
+        ax.plot(t, s, "-o", color="#1f77b4", ms=3, lw=1.5, label="fused score")
+        probs = np.array([[r["confidences"][k] for k in SENTIMENT_CLASSES] for r in rows])
+        axp.stackplot(t, probs.T, colors=[CLASS_COLOURS[k] for k in SENTIMENT_CLASSES], labels=SENTIMENT_CLASSES, alpha=0.8)
+        for i, m in enumerate(MODALITIES):
+            states = [r["modalities"][m.value]["state"] for r in rows]
+            hop = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+            for tt, st in zip(t, states):
+                axh.barh(i, hop, left=tt - hop, color=STATE_COLOURS.get(st, "#777"), height=0.7, edgecolor="none")
+        x0 = t.min() - 3 if horizon is None else max(t.max() - horizon, t.min() - 3)
+        ax.set_xlim(x0, t.max() + 0.2)
+    for f in faults:
+        m, label, a, b = (f.modality.value, f.kind.value, f.start, f.end) if hasattr(f, "kind") else f
+        if math.isinf(b):
+            b = rows[-1]["t_end"] if rows else a + 1
+        for axis in axes:
+            axis.axvspan(a, b, color=FAULT_COLOURS.get(m, "#999"), alpha=0.15, lw=0)
+        ax.text((a + b) / 2, 2.75, f"{m}:{label}", ha="center", va="top", fontsize=8, color="#444")
+    ax.axhline(0, color="#999", lw=0.8)
+    ax.set_ylim(-3.05, 3.05)
+    ax.set_ylabel("sentiment score")
+    ax.legend(loc="lower left", fontsize=8)
+    axp.set_ylim(0, 1)
+    axp.set_ylabel("class prob.")
+    axp.legend(loc="lower left", fontsize=7, ncol=3)
+    axh.set_yticks(range(len(MODALITIES)), [m.value for m in MODALITIES])
+    axh.set_ylim(-0.6, len(MODALITIES) - 0.4)
+    axh.set_xlabel("time (s, window end)")
+    axh.set_title("sensor health: green OK, orange DEGRADED, red DROPPED", fontsize=8, loc="left")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_timeline(rows: list[dict], path, faults=(), title: str = "") -> None:
+    fig = timeline_figure(rows, faults, title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,146 @@
+"""The whole pipeline on a clip built at test time from real data (FER-2013 faces animated
+into video, espeak-ng speech): windows come out with confidences, the transcript holds the
+spoken words, every fault kind gives the right health state within one window of its start
+and recovers within one window of its end, and the simulator CLI writes what it promises."""
+
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from models.types import SENTIMENT_CLASSES
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+
+WINDOW = 3.0
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from streaming.democlip import build_clip
+
+    return build_clip(tmp_path_factory.mktemp("clip") / "demo.mp4")
+
+
+@pytest.fixture(scope="module")
+def model():
+    from models.runtime import SentimentModel
+
+    return SentimentModel.load()
+
+
+@pytest.fixture(scope="module")
+def asr():
+    from streaming.asr import StreamingASR
+
+    return StreamingASR()
+
+
+def run(clip, model, spec="", asr=None):
+    from streaming.simulate import build_pipeline, replay
+
+    if asr is not None:
+        asr.reset()
+    pipe = build_pipeline(spec, asr_mode="sync" if asr is not None else "off", model=model, asr=asr)
+    try:
+        return [w.to_json() for w in replay(pipe, clip["path"], progress=False)]
+    finally:
+        pipe.close()
+
+
+def words(text):
+    return set(re.findall(r"[a-z']+", text.lower()))
+
+
+def test_clean_replay_windows_and_transcript(clip, model, asr):
+    rows = run(clip, model, asr=asr)
+    assert len(rows) >= 17  # a 20 s clip, 3 s windows, 1 s hop
+    for r in rows:
+        assert -3 <= r["score"] <= 3 and math.isfinite(r["score"])
+        assert abs(sum(r["confidences"].values()) - 1) < 1e-3
+        assert set(r["confidences"]) == set(SENTIMENT_CLASSES)
+        assert r["label"] in SENTIMENT_CLASSES and 0 < r["confidence"] <= 1
+    # with the sensors healthy, the camera and microphone are read (allow a settling window)
+    steady = rows[1:]
+    assert np.mean([r["modalities"]["vision"]["state"] == "OK" for r in steady]) >= 0.9
+    assert np.mean([r["modalities"]["audio"]["state"] != "DROPPED" for r in steady]) >= 0.8
+    # the transcript holds the spoken words
+    heard = set()
+    for r in rows:
+        heard |= words(r["transcript"])
+    spoken = set()
+    for _, _, text, _ in clip["lines"]:
+        spoken |= {w for w in words(text) if len(w) > 3}
+    assert len(heard & spoken) / len(spoken) >= 0.5, (sorted(heard), sorted(spoken))
+    # the fused score follows the script: happy lines above the angry and sad ones
+    def mean_score(a, b):
+        return np.mean([r["score"] for r in rows if a <= r["t_end"] - 1.5 < b])
+
+    assert mean_score(0, 4) > mean_score(4, 8)
+
+
+# (spec, modality, expected states, reason pattern) for faults during 5-9 s and 12-16 s
+FAULT_RUNS = [
+    ("vision:drop@5-9,vision:freeze@12-16", [("vision", 5, 9, {"DROPPED"}, "no data"), ("vision", 12, 16, {"DROPPED"}, "frozen")]),
+    ("vision:blackout@5-9,vision:noise:snr=0@12-16", [("vision", 5, 9, {"DROPPED"}, "black"), ("vision", 12, 16, {"DEGRADED", "DROPPED"}, "noisy|no face")]),
+    ("audio:drop@5-9,audio:freeze@12-16", [("audio", 5, 9, {"DROPPED"}, "no data"), ("audio", 12, 16, {"DROPPED"}, "repeating")]),
+    ("audio:blackout@5-9,audio:noise:snr=0@12-16", [("audio", 5, 9, {"DROPPED"}, "zeroed"), ("audio", 12, 16, {"DEGRADED"}, "noisy")]),
+    ("vision:delay:delay=1@5-9,audio:delay:delay=1@12-16", [("vision", 5, 9, {"DEGRADED"}, "lagging"), ("audio", 12, 16, {"DEGRADED"}, "lagging")]),
+]
+
+
+def check_fault(rows, modality, a, b, states, pattern):
+    by_end = {round(r["t_end"]): r for r in rows}
+    # within one window of the start: every window that lies inside the fault shows it
+    for end in range(math.ceil(a + WINDOW), math.floor(b) + 1):
+        m = by_end[end]["modalities"][modality]
+        assert m["state"] in states and re.search(pattern, m["reason"]), (end, m)
+        if m["state"] == "DROPPED":
+            assert m["score"] is None  # masked out of the model input
+    # within one window of the end: the first window wholly after it is healthy again
+    m = by_end[math.ceil(b + WINDOW)]["modalities"][modality]
+    assert m["state"] == "OK" or (modality == "audio" and m["reason"] == "silence"), (b, m)
+
+
+@pytest.mark.parametrize("spec, expect", FAULT_RUNS, ids=[s for s, _ in FAULT_RUNS])
+def test_fault_kinds(clip, model, spec, expect):
+    rows = run(clip, model, spec)
+    for modality, a, b, states, pattern in expect:
+        check_fault(rows, modality, a, b, states, pattern)
+
+
+def test_text_outage(clip, model, asr):
+    rows = run(clip, model, "text:outage@5-9", asr=asr)
+    check_fault(rows, "text", 5, 9, {"DROPPED"}, "outage")
+    for r in rows:
+        if 5 <= r["t_end"] - 0.01 < 9 + 0.01 and r["t_end"] > 5.5:
+            assert r["modalities"]["text"]["score"] is None
+
+
+def test_all_dropped_gives_prior_not_nan(clip, model):
+    rows = run(clip, model, "vision:drop@4-,audio:drop@4-")
+    late = [r for r in rows if r["t_end"] >= 8]
+    assert late
+    for r in late:
+        assert all(r["modalities"][m]["score"] is None for m in ("vision", "audio", "text"))
+        assert math.isfinite(r["score"]) and abs(sum(r["confidences"].values()) - 1) < 1e-3
+        assert r["confidence"] < 0.7  # the prior is not sure of itself
+
+
+def test_simulate_cli(clip, tmp_path):
+    from streaming.simulate import main
+
+    out, png = tmp_path / "out.jsonl", tmp_path / "out.png"
+    assert main([clip["path"], "--faults", "vision:drop@2-5,audio:noise:snr=0@4-8,text:outage@6-9", "--out", str(out), "--plot", str(png)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) >= 17
+    need = {"t_start", "t_end", "score", "label", "confidences", "modalities", "transcript", "latency_ms"}
+    assert need <= set(rows[0])
+    assert set(rows[0]["modalities"]) == {"vision", "audio", "text"}
+    assert {"state", "reason", "score"} <= set(rows[0]["modalities"]["vision"])
+    assert png.stat().st_size > 10_000
+    with pytest.raises(SystemExit):
+        main([clip["path"], "--faults", "vision:explode@1-2", "--out", str(out)])

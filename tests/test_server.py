@@ -1,0 +1,316 @@
+"""The real Gradio server, started in-process on 127.0.0.1 and driven over HTTP the way the
+browser drives it.
+
+``gradio_client`` cannot call ``.stream()`` events, so the streaming tests speak Gradio's
+queue protocol (6.x) themselves:
+
+1. ``POST /gradio_api/queue/join`` with ``{"data": [...], "fn_index", "trigger_id",
+   "session_hash", "event_data"}`` starts the event (the first input is in ``data``) and
+   answers ``{"event_id"}``;
+2. ``GET /gradio_api/queue/data?session_hash=...`` is a server-sent-event stream of JSON
+   messages for every event of the session (``estimation``, ``process_starts``,
+   ``process_streaming`` with ``output.data`` after each call, ``process_completed``,
+   ``heartbeat``, ``close_stream``);
+3. each later input is ``POST /gradio_api/stream/{event_id}`` with the same body (the
+   server keeps only the newest one, runs the handler again and sends its outputs);
+4. ``POST /gradio_api/stream/{event_id}/close`` ends the event.
+
+Payloads are those of the browser: a streaming webcam sends ``{"url": "data:image/jpeg;
+base64,..."}``; a streaming microphone uploads each chunk as a WAV file
+(``POST /gradio_api/upload``) and sends the file's ``FileData``. ``gr.State`` inputs are
+sent as ``null`` (the server holds the state).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+import wave
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+API = "/gradio_api"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """(base url, the Blocks) of a running server; closed after the module."""
+    from app.ui import App, build_demo
+
+    app = App()
+    app.new_asr()  # loads the shared recogniser now, not inside the first streamed call
+    app.model.text_features("warming up")  # the feature extractors load lazily: load them now
+    app.model.audio_features(np.zeros(16000, np.float32))
+    demo = build_demo(app)
+    demo.queue()
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
+    try:
+        yield f"http://127.0.0.1:{port}", demo
+    finally:
+        demo.close()
+        for session_hash in list(demo.state_holder.session_data):  # ends the sessions' recogniser threads
+            demo.state_holder.delete_state(session_hash)
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    import httpx
+
+    with httpx.Client(base_url=server[0], timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def config(http):
+    r = http.get("/config")
+    r.raise_for_status()
+    return r.json()
+
+
+def _dependency(config: dict, api_name: str) -> dict:
+    for d in config["dependencies"]:
+        if d.get("api_name") == api_name:
+            return d
+    raise AssertionError(f"no endpoint {api_name!r} in /config")
+
+
+# ====================================================================== protocol
+class QueueSession:
+    """One browser session speaking the queue protocol; collects the SSE messages."""
+
+    def __init__(self, http, config):
+        self.http, self.config = http, config
+        self.session_hash = uuid.uuid4().hex[:11]
+        self.messages: list[dict] = []
+        self._lock = threading.Lock()
+        self._listener: threading.Thread | None = None
+        self.listen_error: BaseException | None = None
+
+    def _body(self, dep: dict, data: list) -> dict:
+        return {
+            "data": data,
+            "fn_index": dep["id"],
+            "trigger_id": dep["targets"][0][0],
+            "session_hash": self.session_hash,
+            "event_data": None,
+        }
+
+    def join(self, api_name: str, data: list) -> str:
+        dep = _dependency(self.config, api_name)
+        r = self.http.post(f"{API}/queue/join", json=self._body(dep, data))
+        assert r.status_code == 200, r.text
+        event_id = r.json()["event_id"]
+        if self._listener is None:  # the session's message stream exists once an event is queued
+            self._listener = threading.Thread(target=self._listen, daemon=True)
+            self._listener.start()
+        return event_id
+
+    def send(self, api_name: str, event_id: str, data: list) -> None:
+        dep = _dependency(self.config, api_name)
+        r = self.http.post(f"{API}/stream/{event_id}", json=self._body(dep, data) | {"event_id": event_id})
+        assert r.status_code == 200, (r.status_code, r.text)
+
+    def close(self, event_id: str) -> None:
+        self.http.post(f"{API}/stream/{event_id}/close")
+
+    def upload(self, name: str, content: bytes, mime: str) -> dict:
+        r = self.http.post(f"{API}/upload", params={"upload_id": uuid.uuid4().hex[:11]}, files=[("files", (name, content, mime))])
+        r.raise_for_status()
+        path = r.json()[0]
+        return {"path": path, "url": None, "orig_name": name, "size": len(content), "mime_type": mime, "is_stream": False, "meta": {"_type": "gradio.FileData"}}
+
+    def _listen(self) -> None:
+        import httpx
+
+        try:
+            with httpx.Client(base_url=str(self.http.base_url), timeout=httpx.Timeout(30, read=60)) as c:
+                with c.stream("GET", f"{API}/queue/data", params={"session_hash": self.session_hash}) as r:
+                    for line in r.iter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        msg = json.loads(line[5:])
+                        msg["_t"] = time.monotonic()  # arrival time, for the report of a failure
+                        with self._lock:
+                            self.messages.append(msg)
+                        if msg.get("msg") == "close_stream":
+                            return
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            self.listen_error = e
+
+    def outputs(self, event_id: str) -> list[list]:
+        """The output lists of the event's calls so far, oldest first."""
+        with self._lock:
+            return [
+                m["output"]["data"]
+                for m in self.messages
+                if m.get("event_id") == event_id and m.get("msg") in ("process_streaming", "process_completed") and m.get("success") and m.get("output", {}).get("data")
+            ]
+
+    def errors(self) -> list[dict]:
+        with self._lock:
+            return [m for m in self.messages if m.get("success") is False or m.get("msg") == "unexpected_error"]
+
+
+def _frame_payload(frame: np.ndarray) -> dict:
+    """What the browser sends for a streaming webcam frame: a JPEG data URL."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=90)
+    return {"url": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()}
+
+
+def _wav(samples: np.ndarray, rate: int) -> bytes:
+    """A 16-bit mono WAV file, as the browser's recorder uploads each microphone chunk."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+def _html(value) -> str:
+    """An HTML output value ("" for a skipped update)."""
+    return value if isinstance(value, str) else ""
+
+
+# ====================================================================== tests
+def test_page_and_endpoints_are_served(server, http, config):
+    url, _ = server
+    assert url.startswith("http://127.0.0.1:")
+    r = http.get("/")
+    assert r.status_code == 200
+    assert "text/html" in r.headers["content-type"]
+    assert "<html" in r.text.lower()
+    names = {d.get("api_name") for d in config["dependencies"]}
+    assert {"stream_frame", "stream_audio", "analyse"} <= names
+    info = http.get(f"{API}/info").json()
+    assert "/analyse" in info["named_endpoints"]
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """Animated frames (slight sway, lighting drift, sensor noise) of a real FER-2013 test
+    face that the face mesh finds, 5 per second."""
+    from streaming.democlip import animate, pick_faces
+
+    face = pick_faces(["happy"])[0]
+    return animate(face, 60, np.random.default_rng(0))[::3]  # 15 fps -> 5 fps
+
+
+def test_streamed_webcam_and_microphone_produce_windows(server, http, config, frames, speech_clip):
+    from models.features.audio import SAMPLE_RATE
+
+    demo = server[1]
+    q = QueueSession(http, config)
+    rate = 48000  # what a browser's recorder usually captures at
+    speech = np.concatenate([speech_clip, np.zeros(SAMPLE_RATE // 2, np.float32)])
+    speech = np.tile(speech, 4)
+    speech = np.interp(np.arange(int(len(speech) * rate / SAMPLE_RATE)) * SAMPLE_RATE / rate, np.arange(len(speech)), speech)
+    speech = speech + np.random.default_rng(0).normal(0, 3e-4, len(speech))
+    chunk = rate // 2  # stream_every=0.5 s
+
+    def audio_payload(k: int) -> dict:
+        return q.upload("audio.wav", _wav(speech[k * chunk : (k + 1) * chunk], rate), "audio/wav")
+
+    t0 = time.monotonic()
+    cam = q.join("stream_frame", [_frame_payload(frames[0]), None])
+    mic = q.join("stream_audio", [audio_payload(0), None])
+    sent_f, sent_a = 1, 1
+    scored_at = None
+    try:
+        while time.monotonic() - t0 < 20:
+            el = time.monotonic() - t0
+            if el >= sent_f * 0.2:
+                q.send("stream_frame", cam, [_frame_payload(frames[sent_f % len(frames)]), None])
+                sent_f += 1
+            if el >= sent_a * 0.5:
+                q.send("stream_audio", mic, [audio_payload(sent_a % (len(speech) // chunk)), None])
+                sent_a += 1
+            if scored_at is None and el >= 3.5:
+                scores = [_html(o[1]) for ev in (cam, mic) for o in q.outputs(ev)]
+                if any("score" in s for s in scores):
+                    scored_at = el
+            if scored_at is not None and el >= scored_at + 1.0:
+                break
+            time.sleep(0.02)
+    finally:
+        q.close(cam)
+        q.close(mic)
+    deadline = time.monotonic() + 10
+    while q._listener.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    assert not q.errors(), q.errors()[:2]
+    assert q.listen_error is None, q.listen_error
+    frame_out, audio_out = q.outputs(cam), q.outputs(mic)
+    assert len(frame_out) >= 10, f"{len(frame_out)} frame responses for {sent_f} frames sent"
+    assert len(audio_out) >= 4, f"{len(audio_out)} audio responses for {sent_a} chunks sent"
+    for out in frame_out + audio_out:
+        assert len(out) == 7  # state, score, label, health, transcript, plot, latency
+    healths = [_html(o[3]) for o in frame_out + audio_out if _html(o[3])]
+    assert healths and all("data-modality='vision'" in h and "data-modality='audio'" in h for h in healths)
+    assert scored_at is not None, "no window result displayed after 20 s of streaming"
+    scores = [_html(o[1]) for o in frame_out + audio_out if "score" in _html(o[1])]
+    assert "window " in scores[0] and " s</span>" in scores[0]
+    with q._lock:
+        first = min(m["_t"] for m in q.messages if "score" in _html(((m.get("output") or {}).get("data") or [None, None])[1]))
+    assert first - t0 >= 3.0, "a 3 s window cannot be shown before 3 s of input"
+    print(f"\nsent {sent_f} frames, {sent_a} audio chunks; {len(frame_out)} + {len(audio_out)} responses; "
+          f"first window shown after {first - t0:.1f} s")
+    # badges of the windows shown: each sensor's real data reached the model in some window
+    # (a single state is not asserted: on a loaded machine a slow window can starve one)
+    states = [
+        {m: h.split(f"data-modality='{m}' data-state='")[1].split("'")[0] for m in ("vision", "audio", "text")}
+        for h, sc in ((_html(o[3]), _html(o[1])) for o in frame_out + audio_out)
+        if h and "score" in sc
+    ]
+    assert states
+    assert all(set(st.values()) <= {"OK", "DEGRADED", "DROPPED"} for st in states), states
+    assert any(st["vision"] == "OK" for st in states), states
+    assert any(st["audio"] != "DROPPED" for st in states), states
+    # the server kept the session's windows in its gr.State
+    live = [v for v in demo.state_holder[q.session_hash].state_data.values() if type(v).__name__ == "LiveSession"]
+    assert len(live) == 1 and len(live[0].rows) >= 1
+    assert live[0].rows[-1]["t_end"] >= 3.0
+    labels = [o[2] for o in frame_out + audio_out if isinstance(o[2], dict) and o[2].get("confidences")]
+    assert labels
+    assert abs(sum(c["confidence"] for c in labels[-1]["confidences"]) - 1) < 1e-3
+
+
+def test_one_window_endpoint_with_gradio_client(server, face_frame, tmp_path):
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    from models.types import SENTIMENT_CLASSES
+
+    client = Client(server[0], verbose=False)
+    label, summary, table = client.predict("I love this, what a wonderful day", None, None, api_name="/analyse")
+    conf = {c["label"]: c["confidence"] for c in label["confidences"]}
+    assert set(conf) == set(SENTIMENT_CLASSES)
+    assert abs(sum(conf.values()) - 1) < 1e-3
+    assert "modalities used: text" in summary
+    assert [r[0] for r in table["data"]] == ["text", "audio", "vision"]
+
+    img = tmp_path / "face.png"
+    Image.fromarray(face_frame).save(img)
+    label, summary, table = client.predict("", None, handle_file(str(img)), api_name="/analyse")
+    assert abs(sum(c["confidence"] for c in label["confidences"]) - 1) < 1e-3
+    assert "vision" in summary.split("modalities used:")[1]
