@@ -168,11 +168,7 @@ class Views:
         row = session.latest()
         from streaming.plot import timeline_figure
 
-        import matplotlib.pyplot as plt
-
         fig = timeline_figure(session.rows[-120:], horizon=90) if session.rows else None
-        if fig is not None:
-            plt.close(fig)
         lat = session.latency()
         lat_md = (
             f"window latency: last {lat['last']:.0f} ms, p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms "
@@ -192,6 +188,9 @@ class App:
         from models.runtime import SentimentModel
 
         self.model = model or SentimentModel.load()
+        # load the text and audio extractors now, not inside the first live window (seconds)
+        self.model.text_features("warm up")
+        self.model.audio_features(np.zeros(16000, np.float32))
         self.window_s, self.hop_s = window_s, hop_s
         self._asr_model = asr_model
         self.asr = asr

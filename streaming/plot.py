@@ -8,7 +8,7 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 import numpy as np  # noqa: E402
 
 from models.types import MODALITIES, SENTIMENT_CLASSES  # noqa: E402
@@ -28,7 +28,9 @@ def timeline_figure(rows: list[dict], faults=(), title: str = "", horizon: float
     """A matplotlib figure of windows given as ``WindowResult.to_json()`` dicts; ``faults``:
     ``streaming.faults.Fault`` objects (or (modality, label, start, end) tuples) to shade.
     ``horizon``: show only the last so many seconds."""
-    fig, axes = plt.subplots(3, 1, figsize=(10, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1.4, 1.2]})
+    # a Figure of its own, not pyplot's global state: the UI draws from several threads
+    fig = Figure(figsize=(10, 6.2))
+    axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.4, 1.2]})
     ax, axp, axh = axes
     if rows:
         t = np.array([r["t_end"] for r in rows], float)
@@ -73,4 +75,3 @@ def timeline_figure(rows: list[dict], faults=(), title: str = "", horizon: float
 def save_timeline(rows: list[dict], path, faults=(), title: str = "") -> None:
     fig = timeline_figure(rows, faults, title)
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -77,10 +77,12 @@ class LiveSession:
         now = self.clock()
         try:
             if not self._audio_started:
-                self.browser.start(now)
+                rate, samples = chunk
+                # the chunk's samples were recorded over its length before it arrived
+                self.browser.start(max(0.0, now - len(samples) / max(int(rate), 1)))
                 self._audio_started = True
             item = self.browser.audio(chunk)
-            if abs(item.end - now) > 1.0:  # the sample clock drifted from the wall clock
+            if abs(item.end - now) > 0.3:  # the sample clock drifted from the wall clock
                 item = self.browser.audio(chunk, t=max(0.0, now - item.duration))
             self.errors.pop("audio", None)
         except ValueError as e:

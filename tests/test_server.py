@@ -63,7 +63,10 @@ def server():
         yield f"http://127.0.0.1:{port}", demo
     finally:
         demo.close()
-        for session_hash in list(demo.state_holder.session_data):  # ends the sessions' recogniser threads
+        # Gradio closes a session's gr.State (delete_callback) only long after the browser
+        # leaves; close them now, or a recogniser thread still decoding when the interpreter
+        # exits aborts it ("terminate called without an active exception", status 134)
+        for session_hash in list(demo.state_holder.session_data):
             demo.state_holder.delete_state(session_hash)
 
 
@@ -138,17 +141,17 @@ class QueueSession:
         import httpx
 
         try:
-            with httpx.Client(base_url=str(self.http.base_url), timeout=httpx.Timeout(30, read=60)) as c:
-                with c.stream("GET", f"{API}/queue/data", params={"session_hash": self.session_hash}) as r:
-                    for line in r.iter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        msg = json.loads(line[5:])
-                        msg["_t"] = time.monotonic()  # arrival time, for the report of a failure
-                        with self._lock:
-                            self.messages.append(msg)
-                        if msg.get("msg") == "close_stream":
-                            return
+            url = f"{self.http.base_url}{API}/queue/data"
+            with httpx.stream("GET", url, params={"session_hash": self.session_hash}, timeout=httpx.Timeout(30, read=60)) as r:
+                for line in r.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    msg = json.loads(line[5:])
+                    msg["_t"] = time.monotonic()  # arrival time
+                    with self._lock:
+                        self.messages.append(msg)
+                    if msg.get("msg") == "close_stream":
+                        return
         except BaseException as e:  # noqa: BLE001 - reported by the test
             self.listen_error = e
 
