@@ -1,15 +1,22 @@
-"""The Gradio page.
+"""The Gradio page (``python app.py``).
 
-Tab "One window": a transcript, a short recording and a face picture (uploaded, or taken
-with the browser's microphone and webcam) are analysed as one window by the shipped
-fusion model, with each modality's own estimate beside the fused one.
-Nothing is stored on the server.
+Tab "Live": the browser streams webcam frames and microphone chunks (``stream_frame``,
+``stream_audio``) into a per-browser ``LiveSession``; every hop the page shows the fused
+sentiment and confidences, each modality's estimate, the sensors' health, the transcript,
+a timeline and latency; faults can be switched on live; results export as CSV / JSON.
+With ``--local-devices`` this machine's camera and microphone feed one shared session.
+Tab "Replay": a recording (or the built-in demo clip) replayed under scheduled faults,
+the sensor-failure simulator. Tab "One window": a transcript, a short recording and a
+face picture analysed as one window (``analyse``).
+Nothing is stored on the server beyond the session's lifetime.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import weakref
 
 import numpy as np
 
@@ -168,7 +175,7 @@ class Views:
         row = session.latest()
         from streaming.plot import timeline_figure
 
-        fig = timeline_figure(session.rows[-120:], horizon=90) if session.rows else None
+        fig = timeline_figure(session.rows[-120:], session.faults.timeline(), horizon=90) if session.rows else None
         lat = session.latency()
         lat_md = (
             f"window latency: last {lat['last']:.0f} ms, p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms "
@@ -207,7 +214,20 @@ class App:
     def new_session(self, window_s: float | None = None, hop_s: float | None = None, asr_mode: str = "thread"):
         from streaming.session import LiveSession
 
-        return LiveSession(self.model, self.new_asr(), window_s or self.window_s, hop_s or self.hop_s, asr_mode)
+        s = LiveSession(self.model, self.new_asr(), window_s or self.window_s, hop_s or self.hop_s, asr_mode)
+        _OPEN_SESSIONS.add(s)
+        return s
+
+
+#: Sessions not yet garbage-collected; closed at interpreter exit (stops capture workers and
+#: recogniser threads before the interpreter tears down the libraries they run in).
+_OPEN_SESSIONS: "weakref.WeakSet" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_sessions() -> None:
+    for s in list(_OPEN_SESSIONS):
+        close_session(s)
 
 
 def close_session(session) -> None:

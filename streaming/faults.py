@@ -156,22 +156,36 @@ class FaultInjector:
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
         self._live: dict[tuple[Modality, FaultKind], Fault] = {}
+        self._live_log: list[Fault] = []  # live faults switched off again, for the timeline
         self._last_good: dict[Modality, object] = {}
         self._held: dict[Modality, deque[_Held]] = {Modality.VISION: deque(), Modality.AUDIO: deque()}
         self._last_release: dict[Modality, float] = {Modality.VISION: -math.inf, Modality.AUDIO: -math.inf}
         self._speech_power = 0.01  # running mean power of audible chunks (noise is set against it)
 
     # ----------------------------------------------------------- control
-    def set_live(self, modality: Modality | str, kind: FaultKind | str, on: bool, **params: float) -> None:
-        """Switch a fault on (from now until switched off) or off."""
+    def set_live(self, modality: Modality | str, kind: FaultKind | str, on: bool, t: float | None = None, **params: float) -> None:
+        """Switch a fault on (from now until switched off) or off. ``t``: the stream time of
+        the switch, kept for the timeline (``timeline()``); switching on a fault that is
+        already on only updates its parameters."""
         modality, kind = Modality(modality), FaultKind(kind)
+        key = (modality, kind)
+        old = self._live.get(key)
         if on:
-            self._live[(modality, kind)] = Fault(modality, kind, params=tuple(sorted(params.items())))
-        else:
-            self._live.pop((modality, kind), None)
+            start = old.start if old is not None else (0.0 if t is None else max(0.0, float(t)))
+            self._live[key] = Fault(modality, kind, start, params=tuple(sorted(params.items())))
+        elif old is not None:
+            del self._live[key]
+            if t is not None and t > old.start:
+                self._live_log.append(Fault(modality, kind, old.start, float(t), old.params))
+                del self._live_log[:-100]
 
     def live(self) -> list[Fault]:
         return list(self._live.values())
+
+    def timeline(self) -> list[Fault]:
+        """Every fault interval to show: scheduled ones, live ones already switched off and
+        live ones still on (open-ended)."""
+        return [*self.faults, *self._live_log, *self._live.values()]
 
     def active(self, modality: Modality, t: float) -> list[Fault]:
         """Faults on ``modality`` at time t, scheduled and live."""

@@ -48,13 +48,17 @@ def timeline_figure(rows: list[dict], faults=(), title: str = "", horizon: float
                 axh.barh(i, hop, left=tt - hop, color=STATE_COLOURS.get(st, "#777"), height=0.7, edgecolor="none")
         x0 = t.min() - 3 if horizon is None else max(t.max() - horizon, t.min() - 3)
         ax.set_xlim(x0, t.max() + 0.2)
+    x_lo = ax.get_xlim()[0] if rows else -math.inf
     for f in faults:
         m, label, a, b = (f.modality.value, f.kind.value, f.start, f.end) if hasattr(f, "kind") else f
         if math.isinf(b):
             b = rows[-1]["t_end"] if rows else a + 1
+        a = max(a, x_lo)  # only the part inside the shown stretch
+        if b <= a:
+            continue
         for axis in axes:
             axis.axvspan(a, b, color=FAULT_COLOURS.get(m, "#999"), alpha=0.15, lw=0)
-        ax.text((a + b) / 2, 2.75, f"{m}:{label}", ha="center", va="top", fontsize=8, color="#444")
+        ax.text((a + b) / 2, 2.75, f"{m}:{label}", ha="center", va="top", fontsize=8, color="#444", clip_on=True)
     ax.axhline(0, color="#999", lw=0.8)
     ax.set_ylim(-3.05, 3.05)
     ax.set_ylabel("sentiment score")

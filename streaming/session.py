@@ -109,12 +109,13 @@ class LiveSession:
     def set_faults(self, names: list[str], snr: float = 0.0, delay: float = 1.0) -> None:
         """Live faults from the UI's toggles, named ``modality:kind`` (e.g. ``vision:freeze``)."""
         wanted = set(names or [])
+        now = self.clock()
         for m in MODALITIES:
             for k in FaultKind:
                 name = f"{m.value}:{k.value}"
                 try:
                     params = {"snr": snr} if k == FaultKind.NOISE else {"delay": delay} if k == FaultKind.DELAY else {}
-                    self.faults.set_live(m, k, name in wanted, **params)
+                    self.faults.set_live(m, k, name in wanted, t=now, **params)
                 except ValueError:
                     continue  # a kind that does not apply to this modality
 

@@ -174,6 +174,15 @@ class _Worker:
                 log.exception("on_error callback failed")
         return self
 
+    def _rgb(self, bgr, what: str) -> np.ndarray | None:
+        """A decoded BGR frame as a validated RGB frame; None (counted, logged) if unusable."""
+        try:
+            return validate_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        except (ValueError, cv2.error) as e:
+            self.dropped += 1
+            log.warning("%s dropped: %s", what, e)
+            return None
+
     def _emit(self, item: Item) -> None:
         """Hand one item to the sink; a failing sink is logged, never raised in a worker."""
         if self.sink is None:
@@ -240,11 +249,8 @@ class LocalCamera(_Worker):
                 if t < next_due - 0.25 * period:  # faster than fps: skip
                     continue
                 next_due = max(next_due + period, t)
-                try:
-                    frame = validate_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                except (ValueError, cv2.error) as e:
-                    self.dropped += 1
-                    log.warning("camera frame dropped: %s", e)
+                frame = self._rgb(bgr, "camera frame")
+                if frame is None:
                     continue
                 self._emit(VideoFrame(t, frame))
         except Exception as e:
@@ -483,11 +489,8 @@ class FileReplay(_Worker):
                     if t + 1e-6 < next_due:
                         continue
                     next_due = max(next_due + period, t)
-                try:
-                    frame = validate_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                except (ValueError, cv2.error) as e:
-                    self.dropped += 1
-                    log.warning("%s: frame %d dropped: %s", self.path, i - 1, e)
+                frame = self._rgb(bgr, f"{self.path}: frame {i - 1}")
+                if frame is None:
                     continue
                 yield VideoFrame(offset + t, frame)
         finally:
@@ -573,10 +576,11 @@ def media_duration(path: str | Path) -> float:
 
 def write_media(path: str | Path, frames: Sequence[np.ndarray], fps: float,
                 audio_16k: np.ndarray | None = None) -> Path:
-    """Write RGB uint8 frames (all one size) at ``fps`` as an mp4 (MPEG-4 Part 2), with
-    ``audio_16k`` (float32 mono 16 kHz) muxed in as AAC by ffmpeg. Without ffmpeg the video
-    is written alone and the audio next to it as ``<path>.wav``. With no frames, writes the
-    audio alone (wav/flac by soundfile, other formats by ffmpeg). Returns ``path``."""
+    """Write RGB uint8 frames (all one size) at ``fps`` as an mp4: H.264 (yuv420p, an odd
+    size padded by one pixel) so that browsers play it, with ``audio_16k`` (float32 mono
+    16 kHz) muxed in as AAC by ffmpeg. Without ffmpeg the video (MPEG-4 Part 2) is written
+    alone and the audio next to it as ``<path>.wav``. With no frames, writes the audio alone
+    (wav/flac by soundfile, other formats by ffmpeg). Returns ``path``."""
     import soundfile as sf
 
     path = Path(path)
@@ -609,13 +613,21 @@ def write_media(path: str | Path, frames: Sequence[np.ndarray], fps: float,
                     writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
             finally:
                 writer.release()
-            if audio is None or not ffmpeg:
+            if not ffmpeg:
                 shutil.move(str(silent), path)
                 if audio is not None:
                     sf.write(str(path.with_suffix(".wav")), audio, SAMPLE_RATE)
                 return path
-            cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(silent), "-i", str(wav),
-                   "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", str(path)]
+            # H.264 + yuv420p so that browsers can play it; MPEG-4 Part 2 where no libx264
+            streams = ["-i", str(silent)]
+            if audio is not None:
+                streams += ["-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac"]
+            h264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+                    "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-movflags", "+faststart"]
+            base = ["ffmpeg", "-nostdin", "-v", "error", "-y", *streams]
+            if subprocess.run([*base, *h264, str(path)], capture_output=True).returncode == 0:
+                return path
+            cmd = [*base, "-c:v", "copy", str(path)]
         proc = subprocess.run(cmd, capture_output=True)
         if proc.returncode != 0:
             raise SourceError(f"ffmpeg could not write {path}: {proc.stderr.decode(errors='replace').strip()}")

@@ -177,6 +177,17 @@ def clip(tmp_path_factory, fer_test):
     return path, frames, audio
 
 
+def test_written_clip_is_h264_that_browsers_play(clip):
+    import shutil
+    import subprocess
+
+    if shutil.which("ffprobe") is None:
+        pytest.skip("no ffprobe (ffmpeg is in packages.txt)")
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,pix_fmt",
+                          "-of", "csv=p=0", str(clip[0])], capture_output=True, text=True, check=True).stdout
+    assert sorted(out.split()) == ["aac", "h264,yuv420p"]
+
+
 def test_replay_as_fast_as_possible_emits_frames_and_audio_in_order(clip):
     path, frames, audio = clip
     items = list(FileReplay(path, realtime=False).items())

@@ -19,6 +19,7 @@ from streaming.health import (
     noise_sigma,
     small_gray,
 )
+from streaming.plot import timeline_figure
 from streaming.types import AudioChunk, Health, VideoFrame
 from streaming.windowing import AudioTrack, Windower
 
@@ -113,6 +114,22 @@ def test_live_toggle():
         inj.set_live("text", "noise", True)
     with pytest.raises(ValueError):
         Fault(Modality.AUDIO, FaultKind.OUTAGE)
+
+
+def test_live_toggles_are_logged_for_the_timeline():
+    inj = FaultInjector(faults=parse_spec("audio:drop@1-2"))
+    inj.set_live("vision", "freeze", True, t=4.0)
+    inj.set_live("vision", "freeze", True, t=6.0)  # still on: keeps its start
+    inj.set_live("audio", "noise", True, t=5.0, snr=3.0)
+    inj.set_live("vision", "freeze", False, t=9.0)
+    spans = {(f.modality.value, f.kind.value): (f.start, f.end) for f in inj.timeline()}
+    assert spans == {("audio", "drop"): (1.0, 2.0), ("vision", "freeze"): (4.0, 9.0), ("audio", "noise"): (5.0, math.inf)}
+    rows = [{"t_end": t, "score": 0.0, "confidence": 0.5,
+             "confidences": {"negative": 0.2, "neutral": 0.5, "positive": 0.3},
+             "modalities": {m: {"state": "OK"} for m in ("text", "audio", "vision")}} for t in range(3, 12)]
+    fig = timeline_figure(rows, inj.timeline(), horizon=5)
+    shaded = [p for p in fig.axes[0].patches if p.get_alpha() == 0.15]
+    assert len(shaded) == 2  # the audio drop at 1-2 s lies before the 5 s shown
 
 
 # ---------------------------------------------------------------- quality checks
