@@ -31,8 +31,8 @@ from models.featurize import speech_features, text_features, text_features_at_ra
 from models.labels import EMOTIONS, FER_EMOTIONS, sentiment_index, sentiment_matrix
 from models.missing import SUBSET_NAMES, SUBSETS, TEST_RATES
 from models.paths import REPO_ROOT, assets_dir, cache_dir
-from models.runtime import FUSION_INPUTS, SentimentModel
-from models.train import corpus_emotion_mask, predict_audio, predict_face
+from models.runtime import SentimentModel
+from models.train import corpus_emotion_mask, face_view_features, predict_audio, predict_face
 from models.types import score_to_class
 from models.unimodal import pad_batch
 
@@ -47,12 +47,9 @@ def _pct(d: dict) -> dict:
 # ---------------------------------------------------------------- fused prediction helpers
 @torch.no_grad()
 def fused(model: SentimentModel, s: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(scores [B], calibrated probs [B, 3]) of the fusion model on UnimodalStack outputs."""
-    out = model.fusion(*(s[k] for k in FUSION_INPUTS))
-    z = out["logits"].numpy().astype(np.float64) / model.fusion_temperature
-    z -= z.max(1, keepdims=True)
-    p = np.exp(z)
-    return out["score"].clamp(-3, 3).numpy(), p / p.sum(1, keepdims=True)
+    """(scores [B], calibrated probs [B, 3]) of the shipped model on UnimodalStack outputs,
+    exactly as the runtime computes them (``SentimentModel.fuse``)."""
+    return model.fuse(s)
 
 
 def text_only_batch(feats: list[np.ndarray]) -> dict[str, torch.Tensor]:
@@ -149,6 +146,9 @@ def evaluate_lnln_protocol(model: SentimentModel, cache: Path, data_root) -> dic
     df = load_text("mosi", data_root)
     rows = np.flatnonzero(df["split"].to_numpy() == "test")
     y = df["score"].to_numpy()[rows]
+    from models.features.text import TextFeatureExtractor
+
+    extractor = TextFeatureExtractor()  # one load for all 27 perturbed copies
     per_rate = {}
     for rate in tqdm(TEST_RATES, desc="LNLN protocol (MOSI)"):
         runs = {"text_encoder": [], "fusion_text_only": []}
@@ -157,7 +157,7 @@ def evaluate_lnln_protocol(model: SentimentModel, cache: Path, data_root) -> dic
                 rag, _ = text_features(cache, "mosi", 0, data_root)
                 feats = [rag[r] for r in rows]
             else:
-                rag, _ = text_features_at_rate(cache, "mosi", "test", rate, seed, data_root)
+                rag, _ = text_features_at_rate(cache, "mosi", "test", rate, seed, data_root, extractor)
                 feats = [rag[i] for i in range(len(rows))]
             p = predict_text_models(model, feats)
             runs["text_encoder"].append(metrics.mmsa_regression(p["encoder"], y))
@@ -255,8 +255,11 @@ def evaluate_faces(model: SentimentModel, data_root, live_path: bool = True) -> 
 
 
 # ---------------------------------------------------------------- 5: composed windows
-def evaluate_composed(model: SentimentModel, cache: Path, run: Path, data_root) -> dict:
-    data = ComposedData("test", cache, np.load(run / "face_views_test.npy"), data_root)
+def evaluate_composed(model: SentimentModel, cache: Path, data_root) -> dict:
+    """Composed test windows (test splits only), face views from the shipped face encoder."""
+    faces = load_faces("test", data_root)
+    views = face_view_features(model.stack.face, faces.images, np.random.default_rng(COMPOSED_SEED), desc="face views test")
+    data = ComposedData("test", cache, views, data_root)
     specs = data.compose(np.random.default_rng(COMPOSED_SEED))
     y = np.array([s.score for s in specs], np.float32)
     cls = np.array([s.cls for s in specs])
@@ -370,6 +373,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(2)
     cache = cache_dir(args.cache)
     run = cache / "run"
+    run.mkdir(parents=True, exist_ok=True)
     assets = assets_dir(args.assets)
     docs = Path(args.docs)
     (docs / "figures").mkdir(parents=True, exist_ok=True)
@@ -387,9 +391,9 @@ def main(argv=None) -> None:
     if "faces" in sections:
         report["faces"] = evaluate_faces(model, args.data, not args.no_live_faces)
     if "composed" in sections:
-        comp = evaluate_composed(model, cache, run, args.data)
+        comp = evaluate_composed(model, cache, args.data)
         conf, correct = comp.pop("_reliability")
-        np.savez(run / "reliability.npz", confidence=np.asarray(conf), correct=np.asarray(correct))
+        np.savez(run / "reliability.npz", confidence=np.asarray(conf, np.float32), correct=np.asarray(correct, np.int8))
         report["composed"] = comp
     if "speed" in sections:
         report["speed"] = benchmark_fusion(assets)
@@ -397,13 +401,17 @@ def main(argv=None) -> None:
         "assets": str(assets),
         "evaluated": time.strftime("%Y-%m-%d %H:%M"),
         "eval_seconds": round(time.time() - t0),
-        "train_timings_s": json.loads((run / "timings.json").read_text()) if (run / "timings.json").exists() else {},
+        "single_modality_fallback": list(model.cfg.get("single_modality_fallback", [])),
+        "train_timings_s": json.loads((run / "timings.json").read_text())
+        if (run / "timings.json").exists()
+        else report.get("meta", {}).get("train_timings_s", {}),
     }
-    from models.report import write_document
+    from models.report import update_model_card, write_document
 
     rel = dict(np.load(run / "reliability.npz")) if (run / "reliability.npz").exists() else None
     report_path.write_text(json.dumps(report, indent=1))
     write_document(report, docs, rel)
+    update_model_card(report, assets / "MODEL_CARD.md")
     print(f"wrote {report_path}, {docs / 'evaluation.md'} and figures")
 
 

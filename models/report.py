@@ -11,6 +11,16 @@ LNLN_MOSI_AVG = {"acc2_has0": 72.55, "acc2_non0": 70.94, "f1_has0": 72.73, "f1_n
 SELFMM_MOSI = {"acc2_non0": 85.46, "f1_non0": 85.43, "acc7": 46.67, "mae": 0.708, "corr": 0.796}
 TARGETS = {"mosi_acc2_non0": 80.0, "fer_acc": 68.0, "ravdess_acc": 65.0, "fusion_ms": 2.0}
 MODELS = ("fusion", "text", "audio", "vision", "late_fusion")
+LABELS = {"text_encoder": "text encoder", "fusion_text_only": "shipped model, text only"}
+
+
+def _fallback_note(r: dict) -> list[str]:
+    fb = r.get("meta", {}).get("single_modality_fallback")
+    if not fb:
+        return []
+    return [f"The shipped runtime answers with a modality's own encoder where that modality is alone and runtime.json lists it "
+            f"(`single_modality_fallback`, chosen on validation windows by `python -m models.train`'s select stage): {', '.join(fb)}. "
+            "Rows of the shipped model with only such a modality therefore equal that encoder's.", ""]
 
 
 def _plots(r: dict, figs: Path, reliability) -> list[str]:
@@ -24,7 +34,7 @@ def _plots(r: dict, figs: Path, reliability) -> list[str]:
         pr = r["lnln_protocol"]["per_rate"]
         rates = sorted(pr, key=float)
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-        for k, lab in (("text_encoder", "text encoder"), ("fusion_text_only", "LNLN fusion, text only")):
+        for k, lab in (("text_encoder", "text encoder"), ("fusion_text_only", "shipped model, text only")):
             ax[0].plot([float(x) for x in rates], [pr[x][k]["acc2_non0"] for x in rates], "o-", label=lab)
             ax[1].plot([float(x) for x in rates], [pr[x][k]["mae"] for x in rates], "o-", label=lab)
         ax[0].axhline(LNLN_MOSI_AVG["acc2_non0"], ls="--", c="gray", label="LNLN paper, average over rates")
@@ -101,6 +111,74 @@ def _table(head, rows) -> list[str]:
     return [_row(head), _row(["---"] * len(head))] + [_row(r) for r in rows]
 
 
+def headline(r: dict) -> list[str]:
+    """Markdown bullets of the headline figures, each target marked met or missed."""
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    L = []
+    if "text" in r:
+        for corpus in ("mosi", "mosei"):
+            m, b = r["text"][corpus]["text_encoder"], r["text"]["baseline_minilm_ridge"][corpus]
+            line = (f"- {corpus.upper()} test, text: Acc-2 non-0 {m['acc2_non0']:.1f} (has-0 {m['acc2_has0']:.1f}), "
+                    f"F1 {m['f1_non0']:.1f}, Acc-7 {m['acc7']:.1f}, MAE {m['mae']:.3f}, Corr {m['corr']:.3f}; "
+                    f"baseline (frozen MiniLM + ridge) Acc-2 non-0 {b['acc2_non0']:.1f}, MAE {b['mae']:.3f}")
+            if corpus == "mosi":
+                line += f". Target Acc-2 non-0 >= {TARGETS['mosi_acc2_non0']:.0f}: {mark(m['acc2_non0'] >= TARGETS['mosi_acc2_non0'])}"
+            L.append(line + ".")
+    if "lnln_protocol" in r:
+        a = r["lnln_protocol"]["average"]
+        t, f = a["text_encoder"], a["fusion_text_only"]
+        L.append(f"- LNLN's protocol (MOSI test text, r = 0.0 ... 0.9, averaged): Acc-2 has-0 / non-0 {t['acc2_has0']:.2f} / {t['acc2_non0']:.2f}, "
+                 f"MAE {t['mae']:.3f}, Corr {t['corr']:.3f} (text encoder); the shipped model with text only {f['acc2_has0']:.2f} / {f['acc2_non0']:.2f}, MAE {f['mae']:.3f}; "
+                 f"the LNLN paper, three modalities: {LNLN_MOSI_AVG['acc2_has0']} / {LNLN_MOSI_AVG['acc2_non0']}, MAE {LNLN_MOSI_AVG['mae']}, Corr {LNLN_MOSI_AVG['corr']}.")
+    if "speech" in r:
+        sp = r["speech"]
+        rv = sp["ravdess"]["emotion_acc"]
+        L.append(f"- Speech emotion, held-out speakers: RAVDESS 8-class {rv:.1f} % (mapped sentiment {sp['ravdess']['sentiment']['acc']:.1f} %), "
+                 f"EmoDB 7-class {sp['emodb']['emotion_acc']:.1f} % (mapped sentiment {sp['emodb']['sentiment']['acc']:.1f} %). "
+                 f"Target RAVDESS >= {TARGETS['ravdess_acc']:.0f} %: {mark(rv >= TARGETS['ravdess_acc'])}.")
+    if "faces" in r:
+        fa = r["faces"]
+        L.append(f"- FER-2013 test: 7-class {fa['emotion_acc']:.2f} % (mapped sentiment {fa['sentiment']['acc']:.1f} %). "
+                 f"Target >= {TARGETS['fer_acc']:.0f} %: {mark(fa['emotion_acc'] >= TARGETS['fer_acc'])}.")
+    if "composed" in r:
+        c = r["composed"]
+        conds = {**{f"r = {k}": v for k, v in c["rates"].items()}, **{(f"only {k}" if k != "T+A+V" else "all (T+A+V)"): v for k, v in c["subsets"].items()}}
+        below = []
+        for name, v in conds.items():
+            present = [m for m in ("text", "audio", "vision") if name.startswith("r = ") or m[0].upper() in name.split()[-1]]
+            best_acc = max(v[m]["acc3"] for m in present)
+            best_mae = min(v[m]["mae"] for m in present)
+            if v["fusion"]["acc3"] < best_acc or v["fusion"]["mae"] > best_mae:
+                below.append(name)
+        z = c["rates"]["0.0"]
+        L.append(f"- Composed trimodal test ({c['n_windows']} windows): fusion Acc-3 {z['fusion']['acc3']:.1f} %, MAE {z['fusion']['mae']:.3f} with all three; "
+                 f"best unimodal {max(z[m]['acc3'] for m in ('text', 'audio', 'vision')):.1f} %, confidence-weighted late fusion {z['late_fusion']['acc3']:.1f} %. "
+                 f"Fusion at or above the best unimodal encoder (Acc-3 and MAE) in {len(conds) - len(below)} of {len(conds)} conditions"
+                 + (f"; below in: {', '.join(below)}" if below else "") + f": {mark(not below)}. Fusion ECE {c['fusion_ece_all_conditions']:.2f} %.")
+    if "speed" in r and "error" not in r["speed"]:
+        sp = r["speed"]
+        L.append(f"- Fusion forward pass, onnxruntime, batch 1, one thread: median {sp['p50_ms']:.2f} ms, p95 {sp['p95_ms']:.2f} ms on {sp['machine']}. "
+                 f"Target <= {TARGETS['fusion_ms']:.0f} ms: {mark(sp['p50_ms'] <= TARGETS['fusion_ms'])}.")
+    return L
+
+
+def update_model_card(r: dict, card: Path) -> None:
+    """Replace what follows ``## Headline figures`` in the model card with ``headline(r)``."""
+    if not card.exists():
+        return
+    text = card.read_text()
+    key = "## Headline figures"
+    if key not in text:
+        text = text.rstrip() + "\n\n" + key + "\n"
+    head = text[: text.index(key) + len(key)]
+    when = r.get("meta", {}).get("evaluated", "?")
+    body = [f"From `docs/evaluation.md` (evaluated {when}; updated by `python -m models.evaluate`):", "", *headline(r)]
+    card.write_text(head + "\n\n" + "\n".join(body) + "\n")
+
+
 def write_document(r: dict, docs: Path, reliability=None) -> None:
     figs = docs / "figures"
     figs.mkdir(parents=True, exist_ok=True)
@@ -108,6 +186,7 @@ def write_document(r: dict, docs: Path, reliability=None) -> None:
     L = ["# Evaluation", "", "Written by `python -m models.evaluate` from `docs/evaluation.json`; do not edit by hand.", ""]
     meta = r.get("meta", {})
     L += [f"Evaluated {meta.get('evaluated', '?')} on the weights in `assets/`. Accuracies and F1 in %.", ""]
+    L += ["## Headline figures", "", *headline(r), ""]
 
     if "text" in r:
         t = r["text"]
@@ -118,7 +197,7 @@ def write_document(r: dict, docs: Path, reliability=None) -> None:
         for corpus in ("mosi", "mosei"):
             for key, name in (
                 ("text_encoder", "text encoder (MiniLM, top 3 layers fine-tuned)"),
-                ("fusion_text_only", "LNLN fusion, text only present"),
+                ("fusion_text_only", "shipped model (LNLN runtime), text only present"),
             ):
                 m = t[corpus][key]
                 rows.append([corpus.upper(), name, f"{m['acc2_has0']:.2f} / {m['acc2_non0']:.2f}", f"{m['f1_has0']:.2f} / {m['f1_non0']:.2f}", f"{m['acc7']:.2f}", f"{m['mae']:.3f}", f"{m['corr']:.3f}"])
@@ -128,6 +207,7 @@ def write_document(r: dict, docs: Path, reliability=None) -> None:
         s = SELFMM_MOSI
         L += ["", f"For reference (not text only): Self-MM on MOSI with all three benchmark modalities, MMSA's table: Acc-2 non-0 {s['acc2_non0']}, F1 {s['f1_non0']}, Acc-7 {s['acc7']}, MAE {s['mae']}, Corr {s['corr']}. "
               f"Target: MOSI Acc-2 non-0 at least {TARGETS['mosi_acc2_non0']:.0f}.", ""]
+        L += _fallback_note(r)
         c = t["mosi"]["text_encoder_classes"]
         L += [f"Three classes (negative < -0.5 <= neutral <= 0.5 < positive), MOSI test, text encoder: accuracy {c['acc']:.2f}, macro F1 {c['f1_macro']:.2f}, ECE {c['ece']:.2f}.", ""]
 
@@ -141,10 +221,10 @@ def write_document(r: dict, docs: Path, reliability=None) -> None:
         for rate in sorted(p["per_rate"], key=float):
             for key in ("text_encoder", "fusion_text_only"):
                 m = p["per_rate"][rate][key]
-                rows.append([rate, key.replace("_", " "), f"{m['acc2_has0']:.2f}", f"{m['acc2_non0']:.2f}", f"{m['f1_non0']:.2f}", f"{m['acc7']:.2f}", f"{m['mae']:.3f}", f"{m['corr']:.3f}"])
+                rows.append([rate, LABELS[key], f"{m['acc2_has0']:.2f}", f"{m['acc2_non0']:.2f}", f"{m['f1_non0']:.2f}", f"{m['acc7']:.2f}", f"{m['mae']:.3f}", f"{m['corr']:.3f}"])
         for key in ("text_encoder", "fusion_text_only"):
             m = p["average"][key]
-            rows.append(["**average**", f"**{key.replace('_', ' ')}**", f"**{m['acc2_has0']:.2f}**", f"**{m['acc2_non0']:.2f}**", f"**{m['f1_non0']:.2f}**", f"**{m['acc7']:.2f}**", f"**{m['mae']:.3f}**", f"**{m['corr']:.3f}**"])
+            rows.append(["**average**", f"**{LABELS[key]}**", f"**{m['acc2_has0']:.2f}**", f"**{m['acc2_non0']:.2f}**", f"**{m['f1_non0']:.2f}**", f"**{m['acc7']:.2f}**", f"**{m['mae']:.3f}**", f"**{m['corr']:.3f}**"])
         a = LNLN_MOSI_AVG
         rows.append(["average", "LNLN paper (MOSI, three modalities)", a["acc2_has0"], a["acc2_non0"], a["f1_non0"], a["acc7"], a["mae"], a["corr"]])
         L += _table(head, rows) + [""]
@@ -180,6 +260,7 @@ def write_document(r: dict, docs: Path, reliability=None) -> None:
         L += [f"{c['n_windows']} windows, each a MOSI/MOSEI test transcript with a RAVDESS/EmoDB test-speaker clip and a FER-2013 test face of the same sentiment class "
               "(see the model card: composed, not recorded together). Target: the text label. Acc-3 over negative / neutral / positive, MAE on the score. "
               "Baselines: each unimodal encoder alone (the prior where its modality is absent) and a late fusion that averages the present encoders' scores and probabilities weighted by their confidence.", ""]
+        L += _fallback_note(r)
         head = ["condition"] + [f"{m} Acc-3 / MAE" for m in MODELS]
 
         def cells(row):
@@ -216,6 +297,7 @@ def write_document(r: dict, docs: Path, reliability=None) -> None:
     tt = meta.get("train_timings_s")
     if tt:
         total = sum(tt.values())
-        L += ["## Training time", "", "`python -m models.train` on this machine (2 CPU cores), seconds per stage: "
-              + ", ".join(f"{k} {v:.0f}" for k, v in tt.items()) + f"; total {total / 60:.0f} min.", ""]
+        L += ["## Training time", "", "The last `python -m models.train` run of each stage on this machine (2 CPU cores), seconds: "
+              + ", ".join(f"{k} {v:.0f}" for k, v in tt.items()) + f"; {total / 60:.0f} min in all. "
+              "A stage not listed was not run in this cache folder (its weights came from an earlier run).", ""]
     (docs / "evaluation.md").write_text("\n".join(L) + "\n")

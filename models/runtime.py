@@ -9,7 +9,9 @@ a window's features into a ``SentimentResult``.
 
 Modalities that are None, or whose steps are all invalid, are masked out. With none left
 the result is the training prior with the confidence a prior earns (its largest class
-share), never NaN. The fusion model runs in onnxruntime when ``assets/onnx/fusion.onnx``
+share), never NaN. A modality listed in runtime.json's ``single_modality_fallback`` answers
+alone when it is the only one present (see ``SentimentModel.fuse``). The fusion model runs
+in onnxruntime when ``assets/onnx/fusion.onnx``
 exists (what ``models.export`` writes), else in torch; the encoders run in torch.
 """
 
@@ -64,6 +66,9 @@ class SentimentModel:
         self.fusion_temperature = float(runtime.get("fusion_temperature", 1.0))
         self.prior_probs = np.asarray(runtime["prior_probs"], np.float64)
         self.prior_score = float(runtime["prior_score"])
+        # modalities whose own encoder beat the fusion on validation windows where it was the
+        # only one present (``models.train``'s select stage); then it gives the result alone
+        self.single_fallback = [MODALITIES.index(Modality(m)) for m in runtime.get("single_modality_fallback", [])]
         self.threads = threads
         self._session = None
         if onnx_path is not None and onnx_path.is_file():
@@ -145,6 +150,25 @@ class SentimentModel:
         out = self.fusion(*(inputs[k] for k in FUSION_INPUTS))
         return out["score"].numpy(), out["logits"].numpy()
 
+    def fuse(self, s: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [B] in [-3, 3], calibrated probabilities [B, 3]) of a batch of
+        ``UnimodalStack`` outputs: the fusion model's, except in rows where one modality alone
+        is present and runtime.json lists it under ``single_modality_fallback`` (its encoder
+        did better than the fusion on such validation windows): those rows get that
+        encoder's own calibrated estimate. Used by ``predict`` and by the evaluation."""
+        score, logits = self._fusion(s)
+        score = np.clip(np.asarray(score, np.float64), -3.0, 3.0)
+        probs = _softmax(np.asarray(logits, np.float64) / self.fusion_temperature)
+        pres = s["present"].numpy().astype(bool)
+        for m in self.single_fallback:
+            only = pres[:, m] & (pres.sum(1) == 1)
+            if only.any():
+                key = "tav"[m]
+                score[only] = np.clip(s[f"est_{key}_score"].numpy()[only], -3.0, 3.0)
+                q = s[f"est_{key}_probs"].numpy()[only].astype(np.float64)
+                probs[only] = q / q.sum(1, keepdims=True)
+        return score, probs
+
     def prior(self) -> SentimentResult:
         return SentimentResult(
             score=self.prior_score,
@@ -180,8 +204,8 @@ class SentimentModel:
         }
         with self._lock:
             s = self.stack(batch)
-            score, logits = self._fusion(s)
-        probs = _softmax(logits[0].astype(np.float64) / self.fusion_temperature)
+            score, probs = self.fuse(s)
+        probs = probs[0]
         per = {}
         emos = {Modality.AUDIO: ("est_a_emotions", EMOTIONS), Modality.VISION: ("est_v_emotions", FER_EMOTIONS)}
         for m, key in zip(MODALITIES, ("t", "a", "v")):
@@ -197,7 +221,7 @@ class SentimentModel:
                 score=float(s[f"est_{key}_score"][0]), probs=p, confidence=float(p.max()), detail=detail
             )
         return SentimentResult(
-            score=float(np.clip(score[0], -3.0, 3.0)),
+            score=float(score[0]),
             probs=probs,
             confidence=float(probs.max()),
             used=used,

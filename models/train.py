@@ -1,14 +1,17 @@
 """Train every model from one command: ``python -m models.train``.
 
-Stages (``--stages``, comma separated, default all, in this order):
+Stages (``--stages``, comma separated, default all but face_swa, in this order):
   cache      features of every corpus through the live extractors (``models.featurize``)
   text       text sentiment encoder on CMU-MOSI + CMU-MOSEI train (MOSI scale + 3 classes)
   text_states  the text encoder's outputs for every sentence and dropped copy (for fusion)
   audio      speech emotion encoder on RAVDESS + EmoDB train speakers
   face       facial expression encoder on FER-2013 train
+  face_swa   (not by default) stochastic weight averaging of the face encoder
   views      face-encoder outputs of jittered views of every FER-2013 image (for windows)
   calibrate  temperatures of the unimodal encoders on validation data
   fusion     LNLN on composed trimodal windows with LNLN's missing-data scheme
+  select     per modality, whether its encoder alone beats the fusion when it is the only
+             one present (validation windows); runtime.json's single_modality_fallback
   package    fp16 safetensors + configs into assets/ (then run models.export, models.evaluate)
 
 Everything runs on the CPU with fixed seeds; intermediate weights go to <cache>/run/.
@@ -49,7 +52,7 @@ from models.missing import SUBSETS, draw_presence, draw_rates, drop_steps
 from models.paths import assets_dir, cache_dir
 from models.unimodal import UnimodalStack, pad_batch
 
-STAGES = ("cache", "text", "text_states", "audio", "face", "face_swa", "views", "calibrate", "fusion", "package")
+STAGES = ("cache", "text", "text_states", "audio", "face", "face_swa", "views", "calibrate", "fusion", "select", "package")
 #: What a plain run does. face_swa is optional: 4 SWA epochs took the validation accuracy
 #: from 68.5 to 67.6 in our run, so it is not run unless asked for.
 DEFAULT_STAGES = tuple(s for s in STAGES if s != "face_swa")
@@ -359,9 +362,9 @@ def predict_face(model: FaceEncoder, images: np.ndarray, batch: int = 512, flip:
     return {"emb": np.concatenate(embs), "logits": np.concatenate(logits)}
 
 
-def train_face(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
-    seed_all(cfg.seed + 2)
-    gen = torch.Generator().manual_seed(cfg.seed + 2)
+def _face_data(cfg: TrainConfig, data_root):
+    """(train images [N, 1, 48, 48] in [0, 1], train labels, valid FaceSet, valid labels);
+    labels index FER_EMOTIONS."""
     train, valid = load_faces("train", data_root), load_faces("valid", data_root)
     fer_index = {EMOTIONS.index(e): i for i, e in enumerate(FER_EMOTIONS)}
     y = torch.tensor([fer_index[e] for e in train.emotion_idx])
@@ -369,26 +372,39 @@ def train_face(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     x_all = torch.from_numpy(train.images).float().div(255).unsqueeze(1)
     if cfg.limit:
         x_all, y = x_all[: cfg.limit * 8], y[: cfg.limit * 8]
+    return x_all, y, valid, vy
+
+
+def _face_epoch(cfg: TrainConfig, model: FaceEncoder, opt, x_all, y, gen, desc: str, sched=None) -> None:
+    """One epoch of augmented, label-smoothed cross-entropy over the training faces."""
+    model.train()
+    perm = torch.randperm(len(x_all), generator=gen)
+    bar = tqdm(range(0, len(perm), cfg.face_batch), desc=desc)
+    for i in bar:
+        b = perm[i : i + cfg.face_batch]
+        x = normalise(face_augment(x_all[b], gen)).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.face_bf16):
+            logits = model(x)["logits"]
+        loss = F.cross_entropy(logits.float(), y[b], label_smoothing=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+
+
+def train_face(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
+    seed_all(cfg.seed + 2)
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    x_all, y, valid, vy = _face_data(cfg, data_root)
     model = FaceEncoder(FaceEncoderConfig()).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.face_lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     steps = cfg.face_epochs * math.ceil(len(x_all) / cfg.face_batch)
     sched = one_cycle(opt, steps, cfg.face_lr, pct=0.2)
     best, best_state = -1.0, None
     for epoch in range(cfg.face_epochs):
-        model.train()
-        perm = torch.randperm(len(x_all), generator=gen)
-        bar = tqdm(range(0, len(perm), cfg.face_batch), desc=f"face epoch {epoch + 1}/{cfg.face_epochs}")
-        for i in bar:
-            b = perm[i : i + cfg.face_batch]
-            x = normalise(face_augment(x_all[b], gen)).contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.face_bf16):
-                logits = model(x)["logits"]
-            loss = F.cross_entropy(logits.float(), y[b], label_smoothing=0.1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        _face_epoch(cfg, model, opt, x_all, y, gen, f"face epoch {epoch + 1}/{cfg.face_epochs}", sched)
         acc = float(np.mean(predict_face(model, valid.images)["logits"].argmax(1) == vy))
         print(f"  face valid accuracy {100 * acc:.1f}")
         if acc >= best:
@@ -424,29 +440,11 @@ def face_swa(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     if meta.get("swa_epochs"):
         print("  face encoder already has SWA; skipping")
         return
-    train, valid = load_faces("train", data_root), load_faces("valid", data_root)
-    fer_index = {EMOTIONS.index(e): i for i, e in enumerate(FER_EMOTIONS)}
-    y = torch.tensor([fer_index[e] for e in train.emotion_idx])
-    vy = np.array([fer_index[e] for e in valid.emotion_idx])
-    x_all = torch.from_numpy(train.images).float().div(255).unsqueeze(1)
-    if cfg.limit:
-        x_all, y = x_all[: cfg.limit * 8], y[: cfg.limit * 8]
+    x_all, y, valid, vy = _face_data(cfg, data_root)
     avg = torch.optim.swa_utils.AveragedModel(model)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.face_swa_lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     for epoch in range(cfg.face_swa_epochs):
-        model.train()
-        perm = torch.randperm(len(x_all), generator=gen)
-        bar = tqdm(range(0, len(perm), cfg.face_batch), desc=f"face swa epoch {epoch + 1}/{cfg.face_swa_epochs}")
-        for i in bar:
-            b = perm[i : i + cfg.face_batch]
-            x = normalise(face_augment(x_all[b], gen)).contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.face_bf16):
-                logits = model(x)["logits"]
-            loss = F.cross_entropy(logits.float(), y[b], label_smoothing=0.1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        _face_epoch(cfg, model, opt, x_all, y, gen, f"face swa epoch {epoch + 1}/{cfg.face_swa_epochs}")
         avg.update_parameters(model)
     swa = avg.module
     refit_batchnorm(swa, x_all)
@@ -475,6 +473,18 @@ def jitter_views(images: np.ndarray, n_views: int, rng: np.random.Generator) -> 
     return out
 
 
+def face_view_features(model: FaceEncoder, images: np.ndarray, rng: np.random.Generator, n_total: int | None = None, desc: str = "face views") -> np.ndarray:
+    """fp16 [n_total or N, FACE_VIEWS, 135]: face-encoder embedding + logits of FACE_VIEWS
+    jittered views (``jitter_views``) of each uint8 [N, 48, 48] image; rows past N stay zero."""
+    out = np.zeros((n_total or len(images), FACE_VIEWS, 135), np.float16)
+    for i in tqdm(range(0, len(images), 2048), desc=desc):
+        views = jitter_views(images[i : i + 2048], FACE_VIEWS, rng)
+        n = len(views)
+        pred = predict_face(model, views.reshape(-1, 48, 48), flip=False)
+        out[i : i + n] = np.concatenate([pred["emb"], pred["logits"]], 1).reshape(n, FACE_VIEWS, 135)
+    return out
+
+
 def face_views(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     """<run>/face_views_{split}.npy: [N, FACE_VIEWS, 135] face-encoder emb + logits (fp16)."""
     model, _ = checkpoint.load(run / "face_encoder.safetensors", FaceEncoder, FaceEncoderConfig)
@@ -482,12 +492,7 @@ def face_views(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     for split in ("train", "valid", "test"):
         faces = load_faces(split, data_root)
         imgs = faces.images[: cfg.limit * 8] if cfg.limit else faces.images
-        out = np.zeros((len(faces), FACE_VIEWS, 135), np.float16)
-        for i in tqdm(range(0, len(imgs), 2048), desc=f"face views {split}"):
-            views = jitter_views(imgs[i : i + 2048], FACE_VIEWS, rng)
-            n = len(views)
-            pred = predict_face(model, views.reshape(-1, 48, 48), flip=False)
-            out[i : i + n] = np.concatenate([pred["emb"], pred["logits"]], 1).reshape(n, FACE_VIEWS, 135)
+        out = face_view_features(model, imgs, rng, len(faces), desc=f"face views {split}")
         np.save(run / f"face_views_{split}.npy", out)
 
 
@@ -643,6 +648,53 @@ def _fusion_valid(model: LNLN, vbatches) -> float:
     return float(torch.cat(maes).mean() + 1 - torch.cat(accs).mean())
 
 
+# ====================================================================== selection
+def select(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
+    """<run>/selection.json: for each modality, whether its own encoder beats the fusion
+    model on validation windows where it is the only modality present (criterion as in
+    fusion training: MAE + (1 - Acc-3)). Those go to runtime.json as
+    ``single_modality_fallback``; ``SentimentModel.fuse`` then answers with the encoder."""
+    from models.runtime import SentimentModel
+    from models.types import MODALITIES
+
+    stack = load_stack(run)
+    fusion, fmeta = checkpoint.load(run / "fusion.safetensors", LNLN, LNLNConfig)
+    calib = json.loads((run / "calibration.json").read_text())
+    model = SentimentModel(stack, fusion, {**calib, "fusion_temperature": fmeta["temperature"]})
+    valid = ComposedData("valid", cache, np.load(run / "face_views_valid.npy"), data_root)
+    specs = valid.compose(np.random.default_rng(cfg.seed + 5))
+    if cfg.limit:
+        specs = specs[: cfg.limit * 8]
+    y = np.array([sp.score for sp in specs])
+    cls = np.array([sp.cls for sp in specs])
+    out = {"single_modality_fallback": [], "validation": {}}
+    for m, mod in enumerate(MODALITIES):
+        subset = np.zeros(3, bool)
+        subset[m] = True
+        rng = np.random.default_rng(cfg.seed + 6)
+        f_s, f_p, u_s, u_p = [], [], [], []
+        for i in tqdm(range(0, len(specs), 256), desc=f"select: {mod.value} alone", leave=False):
+            sp = specs[i : i + 256]
+            b, _ = valid.batch(sp, np.zeros((len(sp), 3)), np.tile(subset, (len(sp), 1)), rng)
+            with torch.no_grad():
+                st = model.stack(b)
+                sc, pr = model.fuse(st)
+            f_s.append(sc)
+            f_p.append(pr.argmax(1))
+            u_s.append(st[f"est_{'tav'[m]}_score"].clamp(-3, 3).numpy())
+            u_p.append(st[f"est_{'tav'[m]}_probs"].argmax(1).numpy())
+        crit = {}
+        for name, sc, pc in (("fusion", f_s, f_p), ("encoder", u_s, u_p)):
+            mae = float(np.abs(np.concatenate(sc) - y).mean())
+            acc = float(np.mean(np.concatenate(pc) == cls))
+            crit[name] = {"mae": round(mae, 4), "acc3": round(100 * acc, 2), "criterion": round(mae + 1 - acc, 4)}
+        out["validation"][mod.value] = crit
+        if crit["encoder"]["criterion"] < crit["fusion"]["criterion"]:
+            out["single_modality_fallback"].append(mod.value)
+    (run / "selection.json").write_text(json.dumps(out, indent=2))
+    print("  selection:", json.dumps(out))
+
+
 # ====================================================================== package
 def package(cfg: TrainConfig, cache: Path, run: Path, data_root, assets: Path) -> None:
     """fp16 safetensors of the four models and runtime.json (calibration, prior) into assets/."""
@@ -657,6 +709,8 @@ def package(cfg: TrainConfig, cache: Path, run: Path, data_root, assets: Path) -
     calib = json.loads((run / "calibration.json").read_text())
     _, fmeta = checkpoint.read(run / "fusion.safetensors")
     calib["fusion_temperature"] = fmeta["temperature"]
+    sel = run / "selection.json"
+    calib["single_modality_fallback"] = json.loads(sel.read_text())["single_modality_fallback"] if sel.exists() else []
     calib["train_config"] = asdict(cfg)
     (assets / "runtime.json").write_text(json.dumps(calib, indent=2))
     print(f"  wrote {weights} and {assets / 'runtime.json'}")
@@ -689,6 +743,7 @@ STAGE_FUNCTIONS = {
     "views": _without_assets(face_views),
     "calibrate": _without_assets(calibrate),
     "fusion": _without_assets(train_fusion),
+    "select": _without_assets(select),
     "package": package,
 }
 

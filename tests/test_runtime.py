@@ -70,6 +70,22 @@ def test_every_subset(model, window, subset):
     _check(model.predict(w), used)
 
 
+def test_single_modality_fallback_follows_runtime_json(model, window):
+    """Where runtime.json names a modality (chosen on validation windows), that modality
+    alone gives its encoder's estimate; with others present the fusion answers."""
+    from models.types import Modality
+
+    names = json.loads((assets_dir() / "runtime.json").read_text())["single_modality_fallback"]
+    assert set(names) <= {m.value for m in MODALITIES}
+    for m in MODALITIES:
+        alone = model.predict(WindowFeatures(**{m.value: window.get(m)}))
+        own = alone.per_modality[m]
+        same = np.allclose(alone.probs, own.probs, atol=1e-6) and alone.score == pytest.approx(own.score, abs=1e-6)
+        assert same == (m.value in names), m
+    both = model.predict(WindowFeatures(text=window.text, audio=window.audio))
+    assert not np.allclose(both.probs, both.per_modality[Modality.TEXT].probs, atol=1e-4)
+
+
 def test_all_missing_returns_prior(model, window):
     for w in (
         WindowFeatures(),

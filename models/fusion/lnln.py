@@ -12,9 +12,10 @@ Inputs (one window, batched; masks True where a step holds an observation):
                        zero for an absent modality;
 - present [B, 3]       whether text, audio, vision reached the model at all.
 
-The network (width 128, 8 heads):
-1. Per modality: a linear map to 128, ``n_tokens`` learnable tokens (plus the modality's
-   evidence and a presence embedding) prepended, a 2-block Transformer; the learnable
+The network (``LNLNConfig``: width 96, 4 heads, one block per stage but two language /
+hyper-modality layers; about 1 M parameters):
+1. Per modality: a linear map to the width, ``n_tokens`` learnable tokens (plus the modality's
+   evidence and a presence embedding) prepended, a Transformer block; the learnable
    tokens' outputs represent the modality.
 2. Completeness estimator: a Transformer over [query; language tokens] and an MLP with a
    sigmoid give w in [0, 1], trained (MSE) towards 1 - the language missing rate.
@@ -52,15 +53,16 @@ class LNLNConfig:
     audio_dim: int = 128
     vision_dim: int = 135
     audio_pool: int = 5  # audio states are averaged in groups of 5 (25/s -> 5/s) first
-    dim: int = 128
-    heads: int = 8
-    ffn: int = 256
+    # sized for the 2 ms budget of one window on one CPU thread (onnxruntime, batch 1)
+    dim: int = 96
+    heads: int = 4
+    ffn: int = 192
     n_tokens: int = 8
     encoder_layers: int = 1  # inputs are already contextual encoder states
-    completeness_layers: int = 2
-    proxy_layers: int = 2
-    fusion_layers: int = 3  # language layers, each with a hyper-modality update
-    cross_layers: int = 2
+    completeness_layers: int = 1
+    proxy_layers: int = 1
+    fusion_layers: int = 2  # language layers, each with a hyper-modality update
+    cross_layers: int = 1
     dropout: float = 0.1
     # loss weights, as in the paper
     w_completeness: float = 0.9
@@ -190,7 +192,7 @@ class LNLN(nn.Module):
 
     def forward(self, text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present):
         """Returns a dict: score [B], logits [B, 3], completeness [B], and the token
-        representations h_t, h_a, h_v, h_p, h_d [B, n_tokens, 128] that the training
+        representations h_t, h_a, h_v, h_p, h_d [B, n_tokens, dim] that the training
         losses read."""
         h_t, h_a, h_v = self.encode(text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present)
         w = torch.sigmoid(self.completeness_head(self.completeness(h_t)[:, 0])).squeeze(-1)
