@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from models import metrics
 from models.composed import ComposedData
+from models.encoders.face import FRAME_FLIP
 from models.data import load_faces, load_speech, load_text
 from models.featurize import speech_features, text_features, text_features_at_rate
 from models.labels import EMOTIONS, FER_EMOTIONS, sentiment_index, sentiment_matrix
@@ -245,11 +246,13 @@ def evaluate_faces(model: SentimentModel, data_root, live_path: bool = True) -> 
             if obs.has_face:
                 crops.append(obs.crop)
         found = np.array(found)
-        lp = predict_face(model.stack.face, np.stack(crops))["logits"].argmax(1)
+        lp = model.face_frames(np.stack(crops))[:, 128:].argmax(1)  # what the live runtime computes
+        single = predict_face(model.stack.face, test.images, flip=FRAME_FLIP)["logits"].argmax(1)
         res["live_path"] = {
             "face_found": round(100 * float(found.mean()), 2),
             "emotion_acc_on_found": round(100 * float(np.mean(lp == truth[found])), 2),
-            "raw_acc_on_found": round(100 * float(np.mean(pred[found] == truth[found])), 2),
+            "raw_acc_on_found": round(100 * float(np.mean(single[found] == truth[found])), 2),
+            "mirror_averaged": FRAME_FLIP,
         }
     return res
 

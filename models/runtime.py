@@ -26,7 +26,7 @@ import torch
 
 from models import checkpoint
 from models.encoders.audio import AudioEncoder, AudioEncoderConfig
-from models.encoders.face import FaceEncoder, FaceEncoderConfig, prepare
+from models.encoders.face import FaceEncoder, FaceEncoderConfig, encode_faces
 from models.encoders.text import TextEncoder, TextEncoderConfig
 from models.fusion.lnln import LNLN, LNLNConfig
 from models.labels import EMOTIONS, FER_EMOTIONS
@@ -123,15 +123,13 @@ class SentimentModel:
             valid = np.concatenate([valid, np.zeros(len(x) - len(valid), bool)])
         return SequenceFeatures(x, valid)
 
-    @torch.no_grad()
     def face_frames(self, crops: np.ndarray) -> np.ndarray:
-        """[N, 135] face embedding + expression logits of uint8 [N, 48, 48] aligned crops
-        (each averaged with its mirror image, as evaluated)."""
+        """[N, 135] face embedding + expression logits of uint8 [N, 48, 48] aligned crops,
+        computed as for the fusion's training windows (``encode_faces``, single views)."""
         if len(crops) == 0:
             return np.zeros((0, 135), np.float32)
-        x = prepare(crops)
-        a, b = self.stack.face(x), self.stack.face(x.flip(3))
-        return torch.cat([(a["emb"] + b["emb"]) / 2, (a["logits"] + b["logits"]) / 2], 1).numpy()
+        out = encode_faces(self.stack.face, np.asarray(crops))
+        return np.concatenate([out["emb"], out["logits"]], 1).astype(np.float32)
 
     def face_features(self, crops: list[np.ndarray | None]) -> SequenceFeatures:
         """Per-frame vision features of a window; None marks a frame without a usable face."""

@@ -36,7 +36,7 @@ from models import checkpoint
 from models.composed import FACE_VIEWS, ComposedData
 from models.data import load_faces, load_speech, load_text
 from models.encoders.audio import AudioEncoder, AudioEncoderConfig
-from models.encoders.face import INPUT, FaceEncoder, FaceEncoderConfig, normalise, prepare
+from models.encoders.face import FRAME_FLIP, INPUT, FaceEncoder, FaceEncoderConfig, encode_faces, normalise
 from models.encoders.text import TextEncoder, TextEncoderConfig
 from models.featurize import (
     N_SPEECH_VARIANTS,
@@ -344,22 +344,10 @@ def face_augment(x: torch.Tensor, rng: torch.Generator, size: int = INPUT) -> to
     return x.clamp(0, 1)
 
 
-@torch.no_grad()
 def predict_face(model: FaceEncoder, images: np.ndarray, batch: int = 512, flip: bool = True) -> dict[str, np.ndarray]:
-    """Face-encoder outputs of uint8 [N, 48, 48] faces (centre crop; with ``flip`` the
-    logits and embedding average the image and its mirror)."""
-    model.eval()
-    embs, logits = [], []
-    for i in range(0, len(images), batch):
-        x = prepare(images[i : i + batch]).contiguous(memory_format=torch.channels_last)
-        out = model(x)
-        e, lg = out["emb"], out["logits"]
-        if flip:
-            o2 = model(x.flip(3))
-            e, lg = (e + o2["emb"]) / 2, (lg + o2["logits"]) / 2
-        embs.append(e.numpy())
-        logits.append(lg.numpy())
-    return {"emb": np.concatenate(embs), "logits": np.concatenate(logits)}
+    """Face-encoder outputs of uint8 [N, 48, 48] faces (``models.encoders.face.encode_faces``;
+    here the image and its mirror averaged unless ``flip`` is False)."""
+    return encode_faces(model, images, flip=flip, batch=batch)
 
 
 def _face_data(cfg: TrainConfig, data_root):
@@ -480,7 +468,7 @@ def face_view_features(model: FaceEncoder, images: np.ndarray, rng: np.random.Ge
     for i in tqdm(range(0, len(images), 2048), desc=desc):
         views = jitter_views(images[i : i + 2048], FACE_VIEWS, rng)
         n = len(views)
-        pred = predict_face(model, views.reshape(-1, 48, 48), flip=False)
+        pred = predict_face(model, views.reshape(-1, 48, 48), flip=FRAME_FLIP)
         out[i : i + n] = np.concatenate([pred["emb"], pred["logits"]], 1).reshape(n, FACE_VIEWS, 135)
     return out
 

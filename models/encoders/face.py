@@ -80,3 +80,30 @@ class FaceEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         emb = self.embed(self.features(x))
         return {"emb": emb, "logits": self.head(emb)}
+
+
+#: Whether per-frame face features average each crop with its mirror image. The fusion
+#: model was trained on single views (``models.train.face_view_features``), so the live
+#: runtime uses single views too; the FER-2013 evaluation reports both.
+FRAME_FLIP = False
+
+
+@torch.no_grad()
+def encode_faces(model: FaceEncoder, images: np.ndarray, flip: bool = FRAME_FLIP, batch: int = 512) -> dict[str, np.ndarray]:
+    """{"emb": [N, 128], "logits": [N, 7]} of uint8 [N, 48, 48] faces (centre crop; with
+    ``flip`` the image and its mirror averaged). The one path for training, evaluation and
+    the live runtime."""
+    model.eval()
+    embs, logits = [], []
+    for i in range(0, len(images), batch):
+        x = prepare(images[i : i + batch]).contiguous(memory_format=torch.channels_last)
+        out = model(x)
+        e, lg = out["emb"], out["logits"]
+        if flip:
+            o2 = model(x.flip(3))
+            e, lg = (e + o2["emb"]) / 2, (lg + o2["logits"]) / 2
+        embs.append(e.numpy())
+        logits.append(lg.numpy())
+    if not embs:
+        return {"emb": np.zeros((0, model.cfg.emb), np.float32), "logits": np.zeros((0, model.cfg.n_emotions), np.float32)}
+    return {"emb": np.concatenate(embs), "logits": np.concatenate(logits)}
