@@ -167,13 +167,10 @@ class ComposedData:
     def text_at_rate(self, specs: list[WindowSpec], rate: float, seed: int) -> list[np.ndarray]:
         """Token features of the windows' texts with word pieces dropped at ``rate`` (seeded)."""
         from models.featurize import text_features_at_rate
-        from models.features.text import TextFeatureExtractor
 
-        if getattr(self, "_extractor", None) is None:  # one MiniLM load for every rate
-            self._extractor = TextFeatureExtractor()
         tables = {}
         for corpus in ("mosi", "mosei"):
-            rag, extra = text_features_at_rate(self.cache, corpus, self.split, rate, seed, self.data_root, self._extractor)
+            rag, extra = text_features_at_rate(self.cache, corpus, self.split, rate, seed, self.data_root)
             tables[corpus] = (rag, {int(r): i for i, r in enumerate(extra["index"])})
         out = []
         for s in specs:

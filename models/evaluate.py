@@ -26,14 +26,14 @@ from tqdm import tqdm
 
 from models import metrics
 from models.composed import ComposedData
-from models.encoders.face import FRAME_FLIP
+from models.encoders.face import FRAME_FLIP, encode_faces
 from models.data import load_faces, load_speech, load_text
 from models.featurize import speech_features, text_features, text_features_at_rate
 from models.labels import EMOTIONS, FER_EMOTIONS, sentiment_index, sentiment_matrix
 from models.missing import SUBSET_NAMES, SUBSETS, TEST_RATES
 from models.paths import REPO_ROOT, assets_dir, cache_dir
 from models.runtime import SentimentModel
-from models.train import corpus_emotion_mask, face_view_features, predict_audio, predict_face
+from models.train import corpus_emotion_mask, face_view_features, predict_audio
 from models.types import score_to_class
 from models.unimodal import pad_batch
 
@@ -147,9 +147,6 @@ def evaluate_lnln_protocol(model: SentimentModel, cache: Path, data_root) -> dic
     df = load_text("mosi", data_root)
     rows = np.flatnonzero(df["split"].to_numpy() == "test")
     y = df["score"].to_numpy()[rows]
-    from models.features.text import TextFeatureExtractor
-
-    extractor = TextFeatureExtractor()  # one load for all 27 perturbed copies
     per_rate = {}
     for rate in tqdm(TEST_RATES, desc="LNLN protocol (MOSI)"):
         runs = {"text_encoder": [], "fusion_text_only": []}
@@ -158,7 +155,7 @@ def evaluate_lnln_protocol(model: SentimentModel, cache: Path, data_root) -> dic
                 rag, _ = text_features(cache, "mosi", 0, data_root)
                 feats = [rag[r] for r in rows]
             else:
-                rag, _ = text_features_at_rate(cache, "mosi", "test", rate, seed, data_root, extractor)
+                rag, _ = text_features_at_rate(cache, "mosi", "test", rate, seed, data_root)
                 feats = [rag[i] for i in range(len(rows))]
             p = predict_text_models(model, feats)
             runs["text_encoder"].append(metrics.mmsa_regression(p["encoder"], y))
@@ -219,8 +216,9 @@ def _confusion(truth, pred, labels) -> list[list[int]]:
 def evaluate_faces(model: SentimentModel, data_root, live_path: bool = True) -> dict:
     test = load_faces("test", data_root)
     truth = np.array([FER_EMOTIONS.index(EMOTIONS[e]) for e in test.emotion_idx])
-    logits = predict_face(model.stack.face, test.images)["logits"]
+    logits = encode_faces(model.stack.face, test.images, flip=True)["logits"]
     pred = logits.argmax(1)
+    pred_single = encode_faces(model.stack.face, test.images, flip=False)["logits"].argmax(1)
     probs = model.stack.face_probs(torch.from_numpy(logits)).numpy()
     sent_p = probs @ sentiment_matrix(FER_EMOTIONS)
     sent_truth = np.array([sentiment_index(e) for e in np.array(FER_EMOTIONS)[truth]])
@@ -228,9 +226,7 @@ def evaluate_faces(model: SentimentModel, data_root, live_path: bool = True) -> 
     res = {
         "n": int(len(test)),
         "emotion_acc": round(100 * float(np.mean(pred == truth)), 2),
-        "emotion_acc_no_flip": round(
-            100 * float(np.mean(predict_face(model.stack.face, test.images, flip=False)["logits"].argmax(1) == truth)), 2
-        ),
+        "emotion_acc_no_flip": round(100 * float(np.mean(pred_single == truth)), 2),
         "sentiment": _pct(metrics.classification(sent_p[keep], sent_truth[keep])),
         "confusion": _confusion(truth, pred, list(range(len(FER_EMOTIONS)))),
         "class_names": list(FER_EMOTIONS),
@@ -247,7 +243,7 @@ def evaluate_faces(model: SentimentModel, data_root, live_path: bool = True) -> 
                 crops.append(obs.crop)
         found = np.array(found)
         lp = model.face_frames(np.stack(crops))[:, 128:].argmax(1)  # what the live runtime computes
-        single = predict_face(model.stack.face, test.images, flip=FRAME_FLIP)["logits"].argmax(1)
+        single = pred if FRAME_FLIP else pred_single
         res["live_path"] = {
             "face_found": round(100 * float(found.mean()), 2),
             "emotion_acc_on_found": round(100 * float(np.mean(lp == truth[found])), 2),

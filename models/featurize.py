@@ -14,6 +14,7 @@ A file is rebuilt when it is missing; delete the folder to start over.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -67,14 +68,20 @@ def load_ragged(path: Path) -> tuple[Ragged, dict[str, np.ndarray]]:
 
 
 # ---------------------------------------------------------------- text
+@lru_cache(maxsize=1)
+def _text_extractor():
+    """MiniLM, loaded on the first cache miss and shared by every later one."""
+    from models.features.text import TextFeatureExtractor
+
+    return TextFeatureExtractor()
+
+
 def text_features(cache: Path, corpus: str, variant: int = 0, data_root=None, extractor=None):
     """(Ragged token features, extra) of one corpus; variant 0 is clean, k > 0 the train split
     with tokens dropped (extra['rate'] per sentence, extra['index'] rows of the corpus table)."""
     path = cache / (f"text_{corpus}.npz" if variant == 0 else f"text_{corpus}_drop{variant}.npz")
     if not path.exists():
-        from models.features.text import TextFeatureExtractor
-
-        ex = extractor or TextFeatureExtractor()
+        ex = extractor or _text_extractor()
         df = load_text(corpus, data_root)
         if variant == 0:
             index = np.arange(len(df))
@@ -98,9 +105,7 @@ def text_features_at_rate(cache: Path, corpus: str, split: str, rate: float, see
     piece dropped to [UNK] with probability ``rate`` (LNLN's test protocol; seeded)."""
     path = cache / f"text_{corpus}_{split}_r{round(rate * 100):02d}_s{seed}.npz"
     if not path.exists():
-        from models.features.text import TextFeatureExtractor
-
-        ex = extractor or TextFeatureExtractor()
+        ex = extractor or _text_extractor()
         df = load_text(corpus, data_root)
         index = np.flatnonzero(df["split"].to_numpy() == split)
         rng = np.random.default_rng([seed, round(rate * 100)])

@@ -146,10 +146,12 @@ def headline(r: dict) -> list[str]:
                  f"Target >= {TARGETS['fer_acc']:.0f} %: {mark(fa['emotion_acc'] >= TARGETS['fer_acc'])}.")
     if "composed" in r:
         c = r["composed"]
-        conds = {**{f"r = {k}": v for k, v in c["rates"].items()}, **{(f"only {k}" if k != "T+A+V" else "all (T+A+V)"): v for k, v in c["subsets"].items()}}
+        every = ("text", "audio", "vision")
+        conds = {f"r = {k}": (v, every) for k, v in c["rates"].items()}
+        for k, v in c["subsets"].items():  # keys like "T+A"
+            conds["all (T+A+V)" if k == "T+A+V" else f"only {k}"] = (v, [m for m in every if m[0].upper() in k.split("+")])
         below = []
-        for name, v in conds.items():
-            present = [m for m in ("text", "audio", "vision") if name.startswith("r = ") or m[0].upper() in name.split()[-1]]
+        for name, (v, present) in conds.items():
             best_acc = max(v[m]["acc3"] for m in present)
             best_mae = min(v[m]["mae"] for m in present)
             if v["fusion"]["acc3"] < best_acc or v["fusion"]["mae"] > best_mae:

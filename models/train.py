@@ -344,12 +344,6 @@ def face_augment(x: torch.Tensor, rng: torch.Generator, size: int = INPUT) -> to
     return x.clamp(0, 1)
 
 
-def predict_face(model: FaceEncoder, images: np.ndarray, batch: int = 512, flip: bool = True) -> dict[str, np.ndarray]:
-    """Face-encoder outputs of uint8 [N, 48, 48] faces (``models.encoders.face.encode_faces``;
-    here the image and its mirror averaged unless ``flip`` is False)."""
-    return encode_faces(model, images, flip=flip, batch=batch)
-
-
 def _face_data(cfg: TrainConfig, data_root):
     """(train images [N, 1, 48, 48] in [0, 1], train labels, valid FaceSet, valid labels);
     labels index FER_EMOTIONS."""
@@ -393,7 +387,7 @@ def train_face(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     best, best_state = -1.0, None
     for epoch in range(cfg.face_epochs):
         _face_epoch(cfg, model, opt, x_all, y, gen, f"face epoch {epoch + 1}/{cfg.face_epochs}", sched)
-        acc = float(np.mean(predict_face(model, valid.images)["logits"].argmax(1) == vy))
+        acc = float(np.mean(encode_faces(model, valid.images, flip=True)["logits"].argmax(1) == vy))
         print(f"  face valid accuracy {100 * acc:.1f}")
         if acc >= best:
             best, best_state = acc, {k: v.clone() for k, v in model.state_dict().items()}
@@ -436,7 +430,7 @@ def face_swa(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
         avg.update_parameters(model)
     swa = avg.module
     refit_batchnorm(swa, x_all)
-    acc = float(np.mean(predict_face(swa, valid.images)["logits"].argmax(1) == vy))
+    acc = float(np.mean(encode_faces(swa, valid.images, flip=True)["logits"].argmax(1) == vy))
     print(f"  face valid accuracy: before SWA {100 * base:.1f}, after {100 * acc:.1f}")
     if acc > base:
         checkpoint.save(run / "face_encoder.safetensors", swa, swa.cfg, valid_acc=acc, swa_epochs=cfg.face_swa_epochs)
@@ -468,7 +462,7 @@ def face_view_features(model: FaceEncoder, images: np.ndarray, rng: np.random.Ge
     for i in tqdm(range(0, len(images), 2048), desc=desc):
         views = jitter_views(images[i : i + 2048], FACE_VIEWS, rng)
         n = len(views)
-        pred = predict_face(model, views.reshape(-1, 48, 48), flip=FRAME_FLIP)
+        pred = encode_faces(model, views.reshape(-1, 48, 48), flip=FRAME_FLIP)
         out[i : i + n] = np.concatenate([pred["emb"], pred["logits"]], 1).reshape(n, FACE_VIEWS, 135)
     return out
 
@@ -706,12 +700,10 @@ def package(cfg: TrainConfig, cache: Path, run: Path, data_root, assets: Path) -
 
 def cache_features(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     from models.features.audio import AudioFeatureExtractor
-    from models.features.text import TextFeatureExtractor
 
-    tex = TextFeatureExtractor()
     for corpus in TEXT_TRAIN_CORPORA:
         for k in range(N_TEXT_VARIANTS + 1):
-            text_features(cache, corpus, k, data_root, tex)
+            text_features(cache, corpus, k, data_root)  # MiniLM loads on the first miss only
     aex = AudioFeatureExtractor(threads=cfg.threads)
     for k in range(N_SPEECH_VARIANTS + 1):
         speech_features(cache, k, data_root, aex)
