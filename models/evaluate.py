@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import metrics
+from models import checkpoint, metrics
 from models.composed import ComposedData
 from models.encoders.face import FRAME_FLIP, encode_faces
 from models.data import load_faces, load_speech, load_text
@@ -360,6 +360,14 @@ def _cpu_name() -> str:
 
 
 # ---------------------------------------------------------------- main
+def _training_meta(path: Path) -> dict:
+    """How a shipped encoder was trained, from its safetensors metadata (device, epochs, ...)."""
+    if not path.exists():
+        return {}
+    _, meta = checkpoint.read(path)
+    return {k: meta[k] for k in ("device", "epochs", "epoch", "valid_acc") if k in meta}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data")
@@ -401,6 +409,7 @@ def main(argv=None) -> None:
         "evaluated": time.strftime("%Y-%m-%d %H:%M"),
         "eval_seconds": round(time.time() - t0),
         "single_modality_fallback": list(model.cfg.get("single_modality_fallback", [])),
+        "face_encoder_training": _training_meta(assets / "weights" / "face_encoder.safetensors"),
         "train_timings_s": json.loads((run / "timings.json").read_text())
         if (run / "timings.json").exists()
         else report.get("meta", {}).get("train_timings_s", {}),

@@ -18,7 +18,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from tqdm import tqdm
 
 from models.data import load_speech, load_text
@@ -145,6 +144,8 @@ def speech_features(cache: Path, variant: int = 0, data_root=None, extractor: Au
         rows = np.arange(len(df)) if variant == 0 else np.flatnonzero(df["split"].to_numpy() == "train")
         rng = np.random.default_rng(SEED + 100 + variant)
         seqs = []
+        import soundfile as sf  # imported here: training stages without audio run where libsndfile is absent
+
         for r in tqdm(rows, desc=f"audio features v{variant}", unit="clip"):
             a, sr = sf.read(df["path"].iloc[r], dtype="float32")
             if sr != SAMPLE_RATE or a.ndim != 1:

@@ -304,4 +304,8 @@ def write_document(r: dict, docs: Path, reliability=None) -> None:
         L += ["## Training time", "", "The last `python -m models.train` run of each stage on this machine (2 CPU cores), seconds: "
               + ", ".join(f"{k} {v:.0f}" for k, v in tt.items()) + f"; {total / 60:.0f} min in all. "
               "A stage not listed was not run in this cache folder (its weights came from an earlier run).", ""]
+        ft = meta.get("face_encoder_training") or {}
+        if ft.get("device", "cpu") != "cpu":
+            L += [f"The shipped face encoder was trained with `--device {ft['device']}` ({ft.get('epochs', '?')} epochs, weights of epoch "
+                  f"{ft.get('epoch', '?')}, the best on validation); the model card's \"Face encoder recipe\" gives its time and the CPU's.", ""]
     (docs / "evaluation.md").write_text("\n".join(L) + "\n")

@@ -22,7 +22,7 @@ INPUT = 44  # training takes random 44x44 crops of the 48x48 faces, inference th
 
 @dataclass
 class FaceEncoderConfig:
-    width: int = 32
+    width: int = 40  # stage widths 40, 80, 160, 320
     blocks: int = 2  # residual blocks per stage
     emb: int = 128
     n_emotions: int = len(FER_EMOTIONS)
@@ -89,21 +89,25 @@ FRAME_FLIP = False
 
 
 @torch.no_grad()
-def encode_faces(model: FaceEncoder, images: np.ndarray, flip: bool = FRAME_FLIP, batch: int = 512) -> dict[str, np.ndarray]:
+def encode_faces(
+    model: FaceEncoder, images: np.ndarray, flip: bool = FRAME_FLIP, batch: int = 64, device: str = "cpu"
+) -> dict[str, np.ndarray]:
     """{"emb": [N, 128], "logits": [N, 7]} of uint8 [N, 48, 48] faces (centre crop; with
     ``flip`` the image and its mirror averaged). The one path for training, evaluation and
-    the live runtime."""
+    the live runtime. ``device`` is where ``model`` lives (training on a GPU validates there).
+    Batches of 64 keep activations under glibc's 32 MB mmap ceiling: with 512, every batch
+    mapped and unmapped its buffers and 2048 faces took 17.6 s instead of 10.7 s (2 cores)."""
     model.eval()
     embs, logits = [], []
     for i in range(0, len(images), batch):
-        x = prepare(images[i : i + batch]).contiguous(memory_format=torch.channels_last)
+        x = prepare(images[i : i + batch]).to(device).contiguous(memory_format=torch.channels_last)
         out = model(x)
         e, lg = out["emb"], out["logits"]
         if flip:
             o2 = model(x.flip(3))
             e, lg = (e + o2["emb"]) / 2, (lg + o2["logits"]) / 2
-        embs.append(e.numpy())
-        logits.append(lg.numpy())
+        embs.append(e.float().cpu().numpy())
+        logits.append(lg.float().cpu().numpy())
     if not embs:
         return {"emb": np.zeros((0, model.cfg.emb), np.float32), "logits": np.zeros((0, model.cfg.n_emotions), np.float32)}
     return {"emb": np.concatenate(embs), "logits": np.concatenate(logits)}
