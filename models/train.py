@@ -15,7 +15,8 @@ Stages (``--stages``, comma separated, default all but face_swa, in this order):
   package    fp16 safetensors + configs into assets/ (then run models.export, models.evaluate)
 
 Everything runs on the CPU with fixed seeds, except that the face stage trains on a CUDA
-GPU when one is present (``--device``; the CPU draws every random number either way).
+GPU when one is present (``--device``; initial weights, batch order and augmentation are
+drawn on the CPU either way, dropout on the device).
 Intermediate weights go to <cache>/run/. ``--set FIELD=VALUE`` overrides a TrainConfig field.
 """
 
@@ -396,8 +397,9 @@ def bf16_autocast(device_type: str) -> bool:
 
 def _face_epoch(cfg: TrainConfig, model: FaceEncoder, opt, x_all, y, gen, desc: str, sched=None) -> None:
     """One epoch of augmented, label-smoothed cross-entropy over the training faces
-    (a ``cfg.face_cutmix`` share of batches CutMixed). Random draws come from ``gen`` on the
-    CPU whatever ``cfg.device`` is, so a seed gives the same batches on every device."""
+    (a ``cfg.face_cutmix`` share of batches CutMixed). Batch order, augmentation and CutMix
+    come from ``gen`` on the CPU whatever ``cfg.device`` is, so a seed gives the same batches
+    on every device (dropout draws on the device)."""
     model.train()
     device = torch.device(cfg.device)
     perm = torch.randperm(len(x_all), generator=gen)
