@@ -46,13 +46,6 @@ def _pct(d: dict) -> dict:
 
 
 # ---------------------------------------------------------------- fused prediction helpers
-@torch.no_grad()
-def fused(model: SentimentModel, s: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(scores [B], calibrated probs [B, 3]) of the shipped model on UnimodalStack outputs,
-    exactly as the runtime computes them (``SentimentModel.fuse``)."""
-    return model.fuse(s)
-
-
 def text_only_batch(feats: list[np.ndarray]) -> dict[str, torch.Tensor]:
     b = len(feats)
     tx, tv = pad_batch(feats, 384)
@@ -79,7 +72,7 @@ def predict_text_models(model: SentimentModel, feats: list[np.ndarray], batch: i
         s = model.stack(text_only_batch([feats[j] for j in idx]))
         enc[idx] = s["est_t_score"].numpy()
         enc_p[idx] = s["est_t_probs"].numpy()
-        fus[idx], fus_p[idx] = fused(model, s)
+        fus[idx], fus_p[idx] = model.fuse(s)
     return {"encoder": enc, "encoder_probs": enc_p, "fusion": fus, "fusion_probs": fus_p}
 
 
@@ -274,7 +267,7 @@ def evaluate_composed(model: SentimentModel, cache: Path, data_root) -> dict:
             presence = np.tile(np.array(subset, bool), (len(sp), 1))
             b, _ = data.batch(sp, np.full((len(sp), 3), rate), presence, rng, None if override is None else override[i : i + 256])
             s = model.stack(b)
-            f_score, f_probs = fused(model, s)
+            f_score, f_probs = model.fuse(s)
             outs["fusion"][0].append(f_score)
             outs["fusion"][1].append(f_probs)
             pres = s["present"].numpy()

@@ -148,6 +148,7 @@ class SentimentModel:
         out = self.fusion(*(inputs[k] for k in FUSION_INPUTS))
         return out["score"].numpy(), out["logits"].numpy()
 
+    @torch.no_grad()
     def fuse(self, s: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
         """(scores [B] in [-3, 3], calibrated probabilities [B, 3]) of a batch of
         ``UnimodalStack`` outputs: the fusion model's, except in rows where one modality alone

@@ -402,6 +402,7 @@ def _face_epoch(cfg: TrainConfig, model: FaceEncoder, opt, x_all, y, gen, desc: 
     on every device (dropout draws on the device)."""
     model.train()
     device = torch.device(cfg.device)
+    bf16 = cfg.face_bf16 and bf16_autocast(device.type)
     perm = torch.randperm(len(x_all), generator=gen)
     bar = tqdm(range(0, len(perm), cfg.face_batch), desc=desc)
     for i in bar:
@@ -412,7 +413,7 @@ def _face_epoch(cfg: TrainConfig, model: FaceEncoder, opt, x_all, y, gen, desc: 
             x, partner, lam = cutmix(x, gen)
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         yb = yb.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.face_bf16 and bf16_autocast(device.type)):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)["logits"].float()
         loss = F.cross_entropy(logits, yb, label_smoothing=0.1)
         if mixed:
@@ -823,6 +824,8 @@ def main(argv=None) -> None:
     if bad:
         ap.error(f"unknown stages {sorted(bad)}")
     cfg = TrainConfig(seed=args.seed, limit=args.limit)
+    if any(item.partition("=")[0].strip() == "device" for item in args.set):
+        ap.error("the face stage's device is set with --device, not --set")
     try:
         apply_overrides(cfg, args.set)
     except ValueError as e:

@@ -25,6 +25,8 @@ def test_apply_overrides_rejects_bad_items(item):
 def test_cli_reports_bad_override_and_missing_cuda(tmp_path):
     with pytest.raises(SystemExit):
         train.main(["--cache", str(tmp_path), "--stages", "face", "--set", "face_width=wide"])
+    with pytest.raises(SystemExit):  # the device has its own flag, which would override it
+        train.main(["--cache", str(tmp_path), "--stages", "face", "--set", "device=cuda"])
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):
             train.main(["--cache", str(tmp_path), "--stages", "face", "--device", "cuda"])
