@@ -203,7 +203,11 @@ def _relative_clock() -> Clock:
 class LocalCamera(_Worker):
     """Captures ``cv2.VideoCapture(index)`` in a thread, emitting at most ``fps`` RGB frames
     a second, stamped with ``clock()`` (default: seconds since start()). ``index`` is a
-    camera number, or a device path / stream URL (``rtsp://...``) that OpenCV can open."""
+    camera number, or a device path / stream URL (``rtsp://...``) that OpenCV can open.
+    ``clock`` also paces the frames (one kept per ``1 / fps`` seconds of it; frames that come
+    faster are skipped) and times the stall: ``stall_s`` seconds of it without a frame set
+    ``.error`` and end the thread. A clock that steps ``1 / fps`` per call replays a stream
+    deterministically (every frame kept, the stall after about ``stall_s * fps`` failed reads)."""
 
     def __init__(self, index: int | str = 0, fps: float = 15.0, sink: Sink | None = None, clock: Clock | None = None,
                  on_error: Callable[[str], None] | None = None, stall_s: float = 3.0) -> None:
@@ -233,22 +237,23 @@ class LocalCamera(_Worker):
         return self
 
     def _loop(self) -> None:
-        cap, period = self._cap, 1.0 / self.fps
-        next_due, last_ok = -math.inf, time.monotonic()
+        cap, period, clock = self._cap, 1.0 / self.fps, self._clock
+        next_due: float | None = None  # clock time the next frame is due (None: the first frame)
         try:
+            last_ok = clock()
             while not self._stop.is_set():
                 ok, bgr = cap.read()
                 if not ok or bgr is None:
-                    if time.monotonic() - last_ok > self.stall_s:
+                    if clock() - last_ok > self.stall_s:
                         self._fail(f"camera {self.index} stopped delivering frames")
                         return
                     self._stop.wait(0.02)
                     continue
-                last_ok = time.monotonic()
-                t = self._clock()
-                if t < next_due - 0.25 * period:  # faster than fps: skip
+                t = last_ok = clock()
+                due = t if next_due is None else next_due
+                if t < due - 0.25 * period:  # faster than fps: skip
                     continue
-                next_due = max(next_due + period, t)
+                next_due = max(due + period, t)
                 frame = self._rgb(bgr, "camera frame")
                 if frame is None:
                     continue
@@ -283,7 +288,8 @@ def _input_device(device: int | str | None):
 class LocalMicrophone(_Worker):
     """Captures a ``sounddevice.InputStream`` in a thread and emits float32 16 kHz mono
     ``AudioChunk``s of about ``block_s`` seconds on a continuous sample clock anchored to
-    ``clock()`` (re-anchored after an overflow or drift over 0.5 s)."""
+    ``clock()`` (default: seconds since start(); re-anchored after an overflow or drift over
+    0.5 s). ``stall_s`` seconds of ``clock`` without audio set ``.error`` and end the thread."""
 
     def __init__(self, device: int | str | None = None, rate: int | None = None, block_s: float = CHUNK_S,
                  sink: Sink | None = None, clock: Clock | None = None,
@@ -331,16 +337,16 @@ class LocalMicrophone(_Worker):
             pass  # the consumer is stuck; the gap re-anchors the clock
 
     def _loop(self) -> None:
-        anchor, elapsed, last = None, 0.0, time.monotonic()
+        anchor, elapsed, last = None, 0.0, self._clock()
         while not self._stop.is_set():
             try:
                 block, t_cb, overflow = self._queue.get(timeout=0.2)
             except queue.Empty:
-                if time.monotonic() - last > self.stall_s:
+                if self._clock() - last > self.stall_s:
                     self._fail("microphone stopped delivering audio")
                     return
                 continue
-            last = time.monotonic()
+            last = self._clock()
             try:
                 mono = _to_16k(block, self._rate)
             except ValueError as e:
@@ -422,15 +428,24 @@ def decode_audio(path: str | Path) -> np.ndarray | None:
 class FileReplay(_Worker):
     """Replays a video or audio file as a live source: RGB frames (optionally subsampled to
     ``fps``) and 0.1 s audio chunks, merged in ``t`` order, ``t`` from ``t0``. With
-    ``realtime`` items are paced against the wall clock (``speed`` times faster), else
-    emitted at once. Use ``items()`` (generator), ``run()`` (blocking, to ``sink``) or the
-    thread (``start()``, ``stop()``, ``join()``, ``done``). SourceError at construction for a
-    missing or unreadable file. Audio is decoded in full up front (~4 MB a minute)."""
+    ``realtime`` items are paced against ``clock`` (``speed`` times faster), else emitted at
+    once. Use ``items()`` (generator), ``run()`` (blocking, to ``sink``) or the thread
+    (``start()``, ``stop()``, ``join()``, ``done``). SourceError at construction for a
+    missing or unreadable file. Audio is decoded in full up front (~4 MB a minute).
+
+    Pacing: the item at ``t`` is yielded once ``clock()`` has advanced ``(t - t0) / speed``
+    seconds since ``items()`` began; until then ``wait(seconds)`` is called with the time
+    still to go, and returns True to end the replay. Defaults: ``time.monotonic`` and a
+    wait that ends early when stop() is called. A fake clock that ``wait`` advances
+    replays in no time, deterministically."""
 
     def __init__(self, path: str | Path, sink: Sink | None = None, realtime: bool = True, speed: float = 1.0,
                  fps: float | None = None, video: bool = True, audio: bool = True, loop: bool = False,
-                 t0: float = 0.0, chunk_s: float = CHUNK_S, on_error: Callable[[str], None] | None = None) -> None:
+                 t0: float = 0.0, chunk_s: float = CHUNK_S, on_error: Callable[[str], None] | None = None,
+                 clock: Clock | None = None, wait: Callable[[float], bool] | None = None) -> None:
         super().__init__(sink, on_error)
+        self._pace_clock: Clock = clock or time.monotonic
+        self._wait: Callable[[float], bool] = wait or self._stop.wait
         self.path = Path(path)
         if not self.path.is_file():
             raise SourceError(f"media file not found: {self.path}")
@@ -502,9 +517,10 @@ class FileReplay(_Worker):
             yield AudioChunk(offset + s / SAMPLE_RATE, self.audio[s:s + step].copy(), SAMPLE_RATE)
 
     def items(self) -> Iterator[Item]:
-        """Yield every item in ``t`` order (paced when ``realtime``); ends at the end of the
-        file (never with ``loop``) or when stop() is called."""
-        offset, wall0 = self.t0, time.monotonic()
+        """Yield every item in ``t`` order (paced on ``clock`` when ``realtime``); ends at the
+        end of the file (never with ``loop``), when stop() is called or ``wait`` returns True."""
+        clock = self._pace_clock
+        offset, start = self.t0, clock()
         while True:
             end = [0.0]
             streams: list[Iterator[Item]] = []
@@ -516,8 +532,8 @@ class FileReplay(_Worker):
                 if self._stop.is_set():
                     return
                 if self.realtime:
-                    delay = (item.t - self.t0) / self.speed - (time.monotonic() - wall0)
-                    if delay > 0 and self._stop.wait(delay):
+                    delay = (item.t - self.t0) / self.speed - (clock() - start)
+                    if delay > 0 and self._wait(delay):
                         return
                 yield item
             span = max(end[0], len(self.audio) / SAMPLE_RATE if self.audio is not None else 0.0)

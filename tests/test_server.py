@@ -47,14 +47,22 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
-    """(base url, the Blocks) of a running server; closed after the module."""
-    from app.ui import App, build_demo
+def app():
+    """The server's ``App`` (a test may set its ``clock_factory`` for the sessions it opens)."""
+    from app.ui import App
 
     app = App()
     app.new_asr()  # loads the shared recogniser now, not inside the first streamed call
     app.model.text_features("warming up")  # the feature extractors load lazily: load them now
     app.model.audio_features(np.zeros(16000, np.float32))
+    return app
+
+
+@pytest.fixture(scope="module")
+def server(app):
+    """(base url, the Blocks) of a running server; closed after the module."""
+    from app.ui import build_demo
+
     demo = build_demo(app)
     demo.queue()
     port = _free_port()
@@ -147,7 +155,6 @@ class QueueSession:
                     if not line.startswith("data:"):
                         continue
                     msg = json.loads(line[5:])
-                    msg["_t"] = time.monotonic()  # arrival time
                     with self._lock:
                         self.messages.append(msg)
                     if msg.get("msg") == "close_stream":
@@ -163,6 +170,19 @@ class QueueSession:
                 for m in self.messages
                 if m.get("event_id") == event_id and m.get("msg") in ("process_streaming", "process_completed") and m.get("success") and m.get("output", {}).get("data")
             ]
+
+    def wait_outputs(self, event_id: str, n: int, timeout: float = 180.0) -> list[list]:
+        """The event's outputs once there are ``n`` of them. ``timeout`` only guards against
+        a hang (a lost message, a dead server): how long the server takes is not tested."""
+        deadline = time.monotonic() + timeout
+        while True:
+            outs = self.outputs(event_id)
+            if len(outs) >= n:
+                return outs
+            if self.errors() or self.listen_error is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{len(outs)} of {n} responses to {event_id}; errors {self.errors()[:2]}, "
+                                     f"listener {self.listen_error!r}")
+            time.sleep(0.005)
 
     def errors(self) -> list[dict]:
         with self._lock:
@@ -218,7 +238,30 @@ def frames():
     return animate(face, 60, np.random.default_rng(0))[::3]  # 15 fps -> 5 fps
 
 
-def test_streamed_webcam_and_microphone_produce_windows(server, http, config, frames, speech_clip):
+class MediaClock:
+    """The session clock of the streaming test: seconds of media the test has sent so far
+    (set by the test before each input), so that windows follow the data, not the wall."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+STREAM_S = 5.0  # seconds of media streamed: windows end at 3, 4 and 5 s (3 s long, 1 s hop)
+
+
+def _window_end(score: str) -> float:
+    """t_end of the window a score badge shows ("... window 0-3 s</span>")."""
+    return float(score.split("window ")[1].split(" s</span>")[0].split("-")[1])
+
+
+def test_streamed_webcam_and_microphone_produce_windows(app, server, http, config, frames, speech_clip):
+    """The browser's two streams on a session whose clock is the media time sent: a frame
+    every 0.2 s of media, a 0.5 s microphone chunk when its 0.5 s have passed. Each input is
+    sent once the previous one was answered (as a browser's stream waits on a slow server),
+    so every count below is the same on a fast and on a slow machine."""
     from models.features.audio import SAMPLE_RATE
 
     demo = server[1]
@@ -231,69 +274,75 @@ def test_streamed_webcam_and_microphone_produce_windows(server, http, config, fr
     chunk = rate // 2  # stream_every=0.5 s
 
     def audio_payload(k: int) -> dict:
+        k %= len(speech) // chunk
         return q.upload("audio.wav", _wav(speech[k * chunk : (k + 1) * chunk], rate), "audio/wav")
 
-    t0 = time.monotonic()
-    cam = q.join("stream_frame", [_frame_payload(frames[0]), None])
-    mic = q.join("stream_audio", [audio_payload(0), None])
-    sent_f, sent_a = 1, 1
-    scored_at = None
+    # the inputs in media-time order, in tenths of a second: frame k at 0.2 k s, audio chunk k
+    # (0.5 k .. 0.5 k + 0.5 s) once it has been recorded; at a tie the chunk goes first
+    tenths = int(round(STREAM_S * 10))
+    schedule = sorted([(2 * k, 1, "frame", k) for k in range(tenths // 2 + 1)]
+                      + [(5 * (k + 1), 0, "audio", k) for k in range(tenths // 5)])
+    clock = MediaClock()
+    app.clock_factory = lambda: clock
+    events = {"frame": None, "audio": None}
+    api = {"frame": "stream_frame", "audio": "stream_audio"}
+    responses = {"frame": [], "audio": []}  # (media time of the input, its response)
     try:
-        while time.monotonic() - t0 < 20:
-            el = time.monotonic() - t0
-            if el >= sent_f * 0.2:
-                q.send("stream_frame", cam, [_frame_payload(frames[sent_f % len(frames)]), None])
-                sent_f += 1
-            if el >= sent_a * 0.5:
-                q.send("stream_audio", mic, [audio_payload(sent_a % (len(speech) // chunk)), None])
-                sent_a += 1
-            if scored_at is None and el >= 3.5:
-                scores = [_html(o[1]) for ev in (cam, mic) for o in q.outputs(ev)]
-                if any("score" in s for s in scores):
-                    scored_at = el
-            if scored_at is not None and el >= scored_at + 1.0:
-                break
-            time.sleep(0.02)
+        for at, _, kind, k in schedule:
+            clock.now = at / 10
+            data = [_frame_payload(frames[k % len(frames)]) if kind == "frame" else audio_payload(k), None]
+            if events[kind] is None:
+                events[kind] = q.join(api[kind], data)
+            else:
+                q.send(api[kind], events[kind], data)
+            out = q.wait_outputs(events[kind], len(responses[kind]) + 1)
+            responses[kind].append((clock.now, out[len(responses[kind])]))
     finally:
-        q.close(cam)
-        q.close(mic)
-    deadline = time.monotonic() + 10
-    while q._listener.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
+        for ev in events.values():
+            if ev is not None:
+                q.close(ev)
+        app.clock_factory = None
+    deadline = time.monotonic() + 30
+    while q._listener.is_alive() and time.monotonic() < deadline:  # hang guard
+        time.sleep(0.05)
 
     assert not q.errors(), q.errors()[:2]
     assert q.listen_error is None, q.listen_error
-    frame_out, audio_out = q.outputs(cam), q.outputs(mic)
-    assert len(frame_out) >= 10, f"{len(frame_out)} frame responses for {sent_f} frames sent"
-    assert len(audio_out) >= 4, f"{len(audio_out)} audio responses for {sent_a} chunks sent"
-    for out in frame_out + audio_out:
+    cam, mic = events["frame"], events["audio"]
+    sent_f, sent_a = sum(s[2] == "frame" for s in schedule), sum(s[2] == "audio" for s in schedule)
+    # one response to every input (the event's final message on close repeats the last one)
+    assert len(responses["frame"]) == sent_f == 26 and len(responses["audio"]) == sent_a == 10
+    assert len(q.outputs(cam)) >= sent_f and len(q.outputs(mic)) >= sent_a
+    answered = responses["frame"] + responses["audio"]
+    outs = [o for _, o in answered]
+    for out in outs:
         assert len(out) == 7  # state, score, label, health, transcript, plot, latency
-    healths = [_html(o[3]) for o in frame_out + audio_out if _html(o[3])]
+    healths = [_html(o[3]) for o in outs if _html(o[3])]
     assert healths and all("data-modality='vision'" in h and "data-modality='audio'" in h for h in healths)
-    assert scored_at is not None, "no window result displayed after 20 s of streaming"
-    scores = [_html(o[1]) for o in frame_out + audio_out if "score" in _html(o[1])]
-    assert "window " in scores[0] and " s</span>" in scores[0]
-    with q._lock:
-        first = min(m["_t"] for m in q.messages if "score" in _html(((m.get("output") or {}).get("data") or [None, None])[1]))
-    assert first - t0 >= 3.0, "a 3 s window cannot be shown before 3 s of input"
-    print(f"\nsent {sent_f} frames, {sent_a} audio chunks; {len(frame_out)} + {len(audio_out)} responses; "
-          f"first window shown after {first - t0:.1f} s")
+    shown = sorted((at, _html(o[1])) for at, o in answered if "score" in _html(o[1]))
+    assert shown, f"no window result displayed after {STREAM_S} s of streamed media"
+    assert "window " in shown[0][1] and " s</span>" in shown[0][1]
+    # a 3 s window cannot be shown before 3 s of input: on the session clock, no window came
+    # out before 3 s of media were sent, and every window shown had ended by then
+    assert shown[0][0] >= 3.0, f"a window shown after {shown[0][0]} s of media"
+    assert all(3.0 <= _window_end(sc) <= at for at, sc in shown), shown
+    print(f"\nsent {sent_f} frames, {sent_a} audio chunks; {len(shown)} responses showed a window")
     # badges of the windows shown: each sensor's real data reached the model in some window
-    # (a single state is not asserted: on a loaded machine a slow window can starve one)
     states = [
         {m: h.split(f"data-modality='{m}' data-state='")[1].split("'")[0] for m in ("vision", "audio", "text")}
-        for h, sc in ((_html(o[3]), _html(o[1])) for o in frame_out + audio_out)
+        for h, sc in ((_html(o[3]), _html(o[1])) for o in outs)
         if h and "score" in sc
     ]
     assert states
     assert all(set(st.values()) <= {"OK", "DEGRADED", "DROPPED"} for st in states), states
     assert any(st["vision"] == "OK" for st in states), states
     assert any(st["audio"] != "DROPPED" for st in states), states
-    # the server kept the session's windows in its gr.State
+    # the server kept the session's windows in its gr.State: one per hop of media, on its clock
     live = [v for v in demo.state_holder[q.session_hash].state_data.values() if type(v).__name__ == "LiveSession"]
-    assert len(live) == 1 and len(live[0].rows) >= 1
-    assert live[0].rows[-1]["t_end"] >= 3.0
-    labels = [o[2] for o in frame_out + audio_out if isinstance(o[2], dict) and o[2].get("confidences")]
+    assert len(live) == 1 and live[0].clock is clock
+    assert [r["t_end"] for r in live[0].rows] == pytest.approx([3.0, 4.0, 5.0])
+    assert all(r["t_end"] - r["t_start"] == pytest.approx(3.0) for r in live[0].rows)
+    labels = [o[2] for o in outs if isinstance(o[2], dict) and o[2].get("confidences")]
     assert labels
     assert abs(sum(c["confidence"] for c in labels[-1]["confidences"]) - 1) < 1e-3
 

@@ -1,5 +1,6 @@
 """Sources: browser payload conversion, local devices absent, file replay of a clip built here."""
 
+import itertools
 import shutil
 import subprocess
 import threading
@@ -226,28 +227,64 @@ def test_replay_options_fps_t0_video_only_and_loop(clip):
     assert ts == sorted(ts) and ts[-1] > CLIP_S
 
 
+class FakeTime:
+    """A clock that only ``wait`` moves: each wait is recorded and taken at once, never slept."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        self.now += seconds
+        return False  # go on
+
+
 def test_replay_realtime_at_speed_4_in_a_thread(clip):
+    """Realtime pacing on a fake clock: every item comes out when its own time, 4x faster,
+    has passed on the clock, and the waits add up to the clip's length / 4."""
     path, _, _ = clip
-    got, lock = [], threading.Lock()
-
-    def sink(item):
-        with lock:
-            got.append(item)
-
-    replay = FileReplay(path, sink=sink, realtime=True, speed=4.0)
-    t0 = time.monotonic()
+    fake = FakeTime()
+    got = []  # (clock time when emitted, item); the sink runs on the replay's thread
+    replay = FileReplay(path, sink=lambda item: got.append((fake.now, item)), realtime=True, speed=4.0,
+                        clock=fake, wait=fake.wait)
     replay.start()
-    assert replay.join(timeout=10)
-    wall = time.monotonic() - t0
+    assert replay.join(timeout=60)  # a hang guard: on the fake clock nothing is slept
     assert replay.done and replay.error is None
-    assert 0.6 <= wall <= 3.0, wall
-    assert 58 <= sum(isinstance(i, VideoFrame) for i in got) <= 62
-    # stop() ends a realtime replay early
-    slow = FileReplay(path, sink=lambda i: None, realtime=True, speed=0.5).start()
-    time.sleep(0.2)
-    t1 = time.monotonic()
-    slow.stop()
-    assert time.monotonic() - t1 < 1.0 and slow.done
+    items = [item for _, item in got]
+    assert 58 <= sum(isinstance(i, VideoFrame) for i in items) <= 62
+    assert [i.t for i in items] == sorted(i.t for i in items)
+    assert [now for now, _ in got] == pytest.approx([i.t / 4.0 for i in items], abs=1e-9)
+    assert fake.waits and all(w > 0 for w in fake.waits)
+    assert sum(fake.waits) == pytest.approx(items[-1].t / 4.0, abs=1e-9)
+    assert items[-1].t == pytest.approx(CLIP_S, abs=0.2)
+    # a consumer slower than the clip: nothing is waited for, no item is left out
+    behind, n = FakeTime(), 0
+    for _ in FileReplay(path, realtime=True, speed=4.0, video=False, clock=behind, wait=behind.wait).items():
+        n += 1
+        behind.now += 1.0  # each item takes a second of the clock to consume
+    assert behind.waits == [] and n == sum(isinstance(i, AudioChunk) for i in items)
+    # wait() answering True ends the replay: only the items due at once come out
+    first = list(FileReplay(path, realtime=True, clock=FakeTime(), wait=lambda seconds: True).items())
+    assert first and all(i.t == 0.0 for i in first)
+
+
+def test_stop_ends_a_realtime_replay_on_the_real_clock(clip):
+    """Default pacing (the wall clock): after the items at t = 0 the next one is due in about
+    70 000 s at this speed; stop() ends that wait. Timeouts here only guard against a hang."""
+    path, _, _ = clip
+    got = []
+    replay = FileReplay(path, sink=got.append, realtime=True, speed=1e-6).start()
+    deadline = time.monotonic() + 60
+    while not got and time.monotonic() < deadline:  # hang guard
+        time.sleep(0.01)
+    assert got and replay.running
+    replay.stop()
+    assert replay.join(timeout=60) and replay.done and not replay.running and replay.error is None
+    assert all(i.t == 0.0 for i in got)
 
 
 def test_audio_file_replay_and_soundfile_fallback(tmp_path):
@@ -271,18 +308,48 @@ def test_missing_or_unreadable_file_raises_source_error(tmp_path):
         read_media(tmp_path / "nope.wav")
 
 
-def test_camera_thread_reports_a_stream_that_stops(clip):
-    """A stream OpenCV can open (here the clip, as an IP camera URL would be) that ends:
-    frames come out as RGB, then .error says it stopped, without an exception."""
-    path, frames, _ = clip
+def _stepping_clock(step: float):
+    """A clock that advances ``step`` seconds each time it is read (thread-safe)."""
+    ticks, lock = itertools.count(), threading.Lock()
+
+    def clock() -> float:
+        with lock:
+            return next(ticks) * step
+
+    return clock
+
+
+def _camera_run(path, fps: float, clock) -> tuple[LocalCamera, list, list]:
     got, errors = [], []
-    cam = LocalCamera(index=str(path), fps=1000, sink=got.append, on_error=errors.append, stall_s=0.3)
+    cam = LocalCamera(index=str(path), fps=fps, sink=got.append, on_error=errors.append, stall_s=0.3, clock=clock)
     with cam:
         assert cam.error is None
-        deadline = time.monotonic() + 5
-        while cam.error is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        deadline = time.monotonic() + 60
+        while cam.error is None and time.monotonic() < deadline:  # hang guard
+            time.sleep(0.02)
+    return cam, got, errors
+
+
+def test_camera_thread_reports_a_stream_that_stops(clip):
+    """A stream OpenCV can open (here the clip, as an IP camera URL would be) that ends:
+    frames come out as RGB, then .error says it stopped, without an exception. The clock
+    advances one frame period per read, so every frame of the clip comes out, however fast
+    it decodes, and the stall is timed on that clock too."""
+    path, frames, _ = clip
+    n = len(read_media(path)[0])  # what OpenCV decodes of the clip
+    cam, got, errors = _camera_run(path, FPS, _stepping_clock(1 / FPS))
     assert cam.error and "stopped delivering" in cam.error and errors == [cam.error]
-    assert len(got) > 10 and all(isinstance(f, VideoFrame) for f in got)
+    assert not cam.running
+    assert len(got) == n and all(isinstance(f, VideoFrame) for f in got)
     assert got[0].image.shape == frames[0].shape and np.abs(got[0].image.astype(int) - frames[0]).mean() < 8
-    assert [f.t for f in got] == sorted(f.t for f in got)
+    assert np.diff([f.t for f in got]) == pytest.approx(np.full(n - 1, 1 / FPS))
+
+
+def test_camera_keeps_at_most_fps_frames_a_second_of_its_clock(clip):
+    """A camera delivering twice as fast as ``fps`` asks: every other frame is kept."""
+    path, _, _ = clip
+    n = len(read_media(path)[0])
+    cam, got, _ = _camera_run(path, FPS / 2, _stepping_clock(1 / FPS))
+    assert cam.error and "stopped delivering" in cam.error
+    assert len(got) == (n + 1) // 2
+    assert np.diff([f.t for f in got]) == pytest.approx(np.full(len(got) - 1, 2 / FPS))
