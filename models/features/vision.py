@@ -10,6 +10,20 @@ For each RGB frame the analyser returns a ``FaceObservation``:
   ratios (mouth opening and width, smile lift, eye opening, brow height).
 A frame with no face gives ``FaceObservation(n_faces=0)`` with crop and geometry None;
 it is never zero-filled: the window marks that frame as not valid.
+
+Wide shots: the face mesh's own detector is a short-range one and misses small faces (a TV
+scene, a webcam across the room). When the mesh finds nothing in a frame, and the fallback
+is on (``detector_fallback``, the default), MediaPipe's full-range face detector
+(``mp.solutions.face_detection``, ``model_selection=1``, at ``min_confidence``) looks for
+faces; around each detected box, largest first, a square margin crop (``FALLBACK_MARGIN``
+times the box, clamped to the frame, resized to ``FALLBACK_SIDE`` pixels) goes to a second,
+static-image face mesh, and the first crop the mesh reads gives the landmarks, mapped back
+to full-frame pixels; crop, geometry and box are then computed from the full frame exactly
+as for a face the mesh found directly. ``n_faces`` is then the number of faces the detector
+found (at least 1, at most ``max_faces``), and ``source`` says ``"detector"``. A detection
+the mesh cannot read (a profile, a false alarm) is not counted: if no crop is read the
+frame gives ``n_faces=0``. The fallback costs time only on frames where the mesh finds
+nothing; frames the mesh reads take the direct path unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +37,9 @@ import numpy as np
 CROP_SIZE = 48
 MAX_SIDE = 4096  # frames larger than this are refused
 N_LANDMARKS = 478
+FALLBACK_MARGIN = 2.0  # the detector's box is enlarged this much (a square on its longer side)
+FALLBACK_SIDE = 256  # the margin crop's longer side, in pixels, as the crop mesh sees it
+FALLBACK_MIN_FACE = 12  # detector boxes smaller than this (pixels, longer side) are ignored
 
 # Landmark indices of the MediaPipe face mesh topology.
 RIGHT_EYE = (33, 133)  # outer, inner corner (the subject's right eye, image left)
@@ -52,6 +69,7 @@ class FaceObservation:
     geometry: np.ndarray | None = None  # float32 [GEOMETRY_DIM]
     landmarks: np.ndarray | None = None  # float32 [478, 3], x and y in pixels
     box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 in pixels
+    source: str = "mesh"  # how the face was found: "mesh" (directly) or "detector" (wide-shot fallback)
 
     @property
     def has_face(self) -> bool:
@@ -167,16 +185,34 @@ def distinct_faces(meshes: list[np.ndarray], overlap: float = 0.5) -> list[np.nd
     return keep
 
 
+def margin_crop_box(
+    box: tuple[float, float, float, float], width: int, height: int, margin: float = FALLBACK_MARGIN
+) -> tuple[int, int, int, int]:
+    """Integer x0, y0, x1, y1 of a square ``margin`` times the box's longer side, centred on
+    the box and clamped to a ``width`` x ``height`` frame (so it is cut off at the edges)."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half = margin * max(box[2] - box[0], box[3] - box[1]) / 2
+    x0, y0 = max(0, int(np.floor(cx - half))), max(0, int(np.floor(cy - half)))
+    x1, y1 = min(width, int(np.ceil(cx + half))), min(height, int(np.ceil(cy + half)))
+    return x0, y0, x1, y1
+
+
 class FaceAnalyzer:
     """RGB frames in, ``FaceObservation`` out.
 
     static: True for unrelated still images (training), False for a video stream (the mesh
     then tracks between frames, which is faster). One analyser serves one stream.
+    detector_fallback: when the mesh finds nothing, look for small faces with the
+    full-range face detector and read them with the mesh on a margin crop (see the module
+    docstring); False gives the mesh alone.
     """
 
-    def __init__(self, static: bool = False, max_faces: int = 2, min_confidence: float = 0.5):
+    def __init__(
+        self, static: bool = False, max_faces: int = 2, min_confidence: float = 0.5, detector_fallback: bool = True
+    ):
         import mediapipe as mp
 
+        self._max_faces = max_faces
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=static,
             max_num_faces=max_faces,
@@ -184,32 +220,97 @@ class FaceAnalyzer:
             min_detection_confidence=min_confidence,
             min_tracking_confidence=min_confidence,
         )
+        self._detector = None
+        self._crop_mesh = None
+        if detector_fallback:
+            self._detector = mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=min_confidence
+            )
+            # The crop moves from frame to frame, so its mesh treats every crop as a new image.
+            self._crop_mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True,
+                max_num_faces=1,
+                refine_landmarks=True,
+                min_detection_confidence=min_confidence,
+            )
         self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def detector_fallback(self) -> bool:
+        return self._detector is not None
 
     def close(self) -> None:
-        self._mesh.close()
+        """Closes every MediaPipe graph the analyser holds; closing twice is harmless."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for g in (self._mesh, self._detector, self._crop_mesh):
+                if g is not None:
+                    g.close()
 
     def __call__(self, frame: np.ndarray) -> FaceObservation:
         rgb = validate_frame(frame)
         h, w = rgb.shape[:2]
+        fallback: np.ndarray | None = None
         with self._lock:
             res = self._mesh.process(rgb)
-        faces = res.multi_face_landmarks or []
-        if not faces:
+            faces = res.multi_face_landmarks or []
+            if not faces and self._detector is not None:
+                fallback, n_detected = self._detect_and_read(rgb)
+        if faces:
+            arrays = [
+                np.array([(p.x * w, p.y * h, p.z * w) for p in f.landmark], np.float32) for f in faces
+            ]
+            areas = [np.ptp(a[:, 0]) * np.ptp(a[:, 1]) for a in arrays]
+            lm = arrays[int(np.argmax(areas))]
+            n_faces, source = len(distinct_faces(arrays)), "mesh"
+        elif fallback is not None:
+            lm, n_faces, source = fallback, max(1, n_detected), "detector"
+        else:
             return FaceObservation(n_faces=0)
-        arrays = [
-            np.array([(p.x * w, p.y * h, p.z * w) for p in f.landmark], np.float32) for f in faces
-        ]
-        areas = [np.ptp(a[:, 0]) * np.ptp(a[:, 1]) for a in arrays]
-        lm = arrays[int(np.argmax(areas))]
-        faces = distinct_faces(arrays)
-        box = (float(lm[:, 0].min()), float(lm[:, 1].min()), float(lm[:, 0].max()), float(lm[:, 1].max()))
+        box = _box(lm)
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         try:
             crop, geom = aligned_crop(gray, lm), geometry_features(lm)
         except ValueError:
-            return FaceObservation(n_faces=len(faces), landmarks=lm, box=box)
-        return FaceObservation(n_faces=len(faces), crop=crop, geometry=geom, landmarks=lm, box=box)
+            return FaceObservation(n_faces=n_faces, landmarks=lm, box=box, source=source)
+        return FaceObservation(n_faces=n_faces, crop=crop, geometry=geom, landmarks=lm, box=box, source=source)
+
+    def _detect_and_read(self, rgb: np.ndarray) -> tuple[np.ndarray | None, int]:
+        """The wide-shot fallback (called under the lock): full-range detector, then the crop
+        mesh on a margin crop around each detected face, largest first, until one is read.
+        Returns (full-frame landmarks [478, 3] or None, number of distinct faces detected,
+        at most ``max_faces``)."""
+        h, w = rgb.shape[:2]
+        boxes = []
+        for d in self._detector.process(rgb).detections or []:
+            b = d.location_data.relative_bounding_box
+            x0, y0 = max(0.0, b.xmin * w), max(0.0, b.ymin * h)
+            x1, y1 = min(float(w), (b.xmin + b.width) * w), min(float(h), (b.ymin + b.height) * h)
+            if max(x1 - x0, y1 - y0) >= FALLBACK_MIN_FACE:
+                boxes.append((x0, y0, x1, y1))
+        boxes.sort(key=lambda a: -(a[2] - a[0]) * (a[3] - a[1]))
+        distinct: list[tuple[float, float, float, float]] = []
+        for b in boxes:
+            if all(_overlap(b, k) <= 0.5 for k in distinct):
+                distinct.append(b)
+        n_detected = min(len(distinct), self._max_faces)
+        for b in distinct[: self._max_faces]:
+            x0, y0, x1, y1 = margin_crop_box(b, w, h)
+            cw, ch = x1 - x0, y1 - y0
+            if min(cw, ch) < 2:
+                continue
+            f = FALLBACK_SIDE / max(cw, ch)
+            size = (max(1, round(cw * f)), max(1, round(ch * f)))
+            crop = cv2.resize(rgb[y0:y1, x0:x1], size, interpolation=cv2.INTER_CUBIC if f > 1 else cv2.INTER_AREA)
+            found = self._crop_mesh.process(np.ascontiguousarray(crop)).multi_face_landmarks
+            if found:
+                # Relative crop coordinates to full-frame pixels; z in pixels, as on the direct path.
+                lm = np.array([(x0 + p.x * cw, y0 + p.y * ch, p.z * cw) for p in found[0].landmark], np.float32)
+                return lm, n_detected
+        return None, n_detected
 
 
 def fer_image_to_frame(image: np.ndarray, scale: int = 4, margin: float = 0.25) -> np.ndarray:
@@ -228,7 +329,7 @@ def _fer_framing(n: int = 4000) -> np.ndarray:
 
     faces = load_faces("train")
     rng = np.random.default_rng(0)
-    analyzer = FaceAnalyzer(static=True, max_faces=1)
+    analyzer = FaceAnalyzer(static=True, max_faces=1, detector_fallback=False)  # the mesh's own framing
     m = int(round(CROP_SIZE * 0.25))
     anchors = []
     for i in rng.choice(len(faces), min(n, len(faces)), replace=False):
