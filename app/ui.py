@@ -189,9 +189,13 @@ class Views:
 
 
 class App:
-    """Shared, read-only parts (model, recogniser weights) and the session factory."""
+    """Shared, read-only parts (model, recogniser weights) and the session factory.
+    ``clock_factory()``, when given, makes each new session's clock (a callable giving
+    seconds on the pipeline clock, e.g. to follow a test's media time); None: each session
+    counts wall-clock seconds from its creation (``LiveSession``'s default)."""
 
-    def __init__(self, model=None, asr_model=None, window_s: float = 3.0, hop_s: float = 1.0, asr: bool = True):
+    def __init__(self, model=None, asr_model=None, window_s: float = 3.0, hop_s: float = 1.0, asr: bool = True,
+                 clock_factory=None):
         from models.runtime import SentimentModel
 
         self.model = model or SentimentModel.load()
@@ -201,6 +205,7 @@ class App:
         self.window_s, self.hop_s = window_s, hop_s
         self._asr_model = asr_model
         self.asr = asr
+        self.clock_factory = clock_factory
 
     def new_asr(self):
         if not self.asr:
@@ -214,7 +219,8 @@ class App:
     def new_session(self, window_s: float | None = None, hop_s: float | None = None, asr_mode: str = "thread"):
         from streaming.session import LiveSession
 
-        s = LiveSession(self.model, self.new_asr(), window_s or self.window_s, hop_s or self.hop_s, asr_mode)
+        clock = self.clock_factory() if self.clock_factory is not None else None
+        s = LiveSession(self.model, self.new_asr(), window_s or self.window_s, hop_s or self.hop_s, asr_mode, clock=clock)
         _OPEN_SESSIONS.add(s)
         return s
 
@@ -423,8 +429,7 @@ def start_replay(app: App, path: str, spec: str = "", realtime: bool = True):
                 return
             s.push(item)
             end = max(end, item.t)
-        s.tick(max(end, src.duration))
-        s._take(s.pipeline.flush())
+        s.finish(max(end, src.duration))
 
     import threading
 

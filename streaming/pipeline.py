@@ -6,7 +6,10 @@
 pipeline clock; now: when it arrived, by default t), passes it through the fault injector,
 checks it, stores it, feeds audio to the recogniser, and returns the windows that became
 due. ``advance(now)`` lets time pass without items (a dead sensor sends nothing, yet its
-windows must still come out). ``flush()`` ends the stream.
+windows must still come out). ``flush(end)`` ends the stream: the recogniser commits what
+it still holds, the grid windows up to ``end`` come out, and then one final window over
+what they left (``Windower.tail``), so a recording shorter than one window still gives a
+window of its true length.
 
 The recogniser runs either inside the window step (``asr_mode="sync"``: deterministic, what
 the simulator and tests use) or on its own thread (``"thread"``: live use, so a slow decode
@@ -44,6 +47,11 @@ from streaming.windowing import AnalysedFrame, AudioTrack, VisionTrack, Windower
 VISION_FRAMES = 15  # frames per window the fusion model was trained with (5 per second)
 
 
+def _duration(chunk: AudioChunk) -> float:
+    n = len(chunk.samples) if np.ndim(chunk.samples) == 1 else 0
+    return n / chunk.rate if chunk.rate else 0.0
+
+
 @dataclass
 class PipelineConfig:
     window_s: float = 3.0
@@ -71,6 +79,7 @@ class AsrThread:
     def __init__(self, asr, every_s: float = 1.0):
         self.asr, self.every_s = asr, every_s
         self._lock = threading.Lock()
+        self._cycle = threading.Lock()  # held while a decode cycle runs
         self._pending: list[tuple[np.ndarray, float]] = []
         self._latest: Transcript | None = None
         self._stop = threading.Event()
@@ -88,20 +97,37 @@ class AsrThread:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
+            with self._cycle:  # flush() waits for a cycle in progress, so audio stays in order
+                with self._lock:
+                    pending, self._pending = self._pending, []
+                if not pending:
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    for s, t in pending:
+                        self.asr.push(s, t)
+                    tr = self.asr.step(pending[-1][1] + len(pending[-1][0]) / SAMPLE_RATE)
+                    self.decode_ms.append(1000 * (time.perf_counter() - t0))
+                except Exception as e:  # noqa: BLE001 - a failed decode is a health state, not a crash
+                    tr = Transcript(t=pending[-1][1], error=str(e) or type(e).__name__)
+                with self._lock:
+                    self._latest = tr
+
+    def flush(self, now: float) -> Transcript:
+        """End of stream: decodes what is pending and commits every word (``StreamingASR.flush``),
+        on the caller's thread; returns the final transcript."""
+        with self._cycle:
             with self._lock:
                 pending, self._pending = self._pending, []
-            if not pending:
-                continue
-            t0 = time.perf_counter()
             try:
                 for s, t in pending:
                     self.asr.push(s, t)
-                tr = self.asr.step(pending[-1][1] + len(pending[-1][0]) / SAMPLE_RATE)
-                self.decode_ms.append(1000 * (time.perf_counter() - t0))
+                tr = self.asr.flush(now)
             except Exception as e:  # noqa: BLE001 - a failed decode is a health state, not a crash
-                tr = Transcript(t=pending[-1][1], error=str(e) or type(e).__name__)
+                tr = Transcript(t=now, error=str(e) or type(e).__name__)
             with self._lock:
                 self._latest = tr
+            return tr
 
     def close(self) -> None:
         self._stop.set()
@@ -131,6 +157,7 @@ class Pipeline:
         self._typed_text: tuple[float, str] | None = None
         self._last_vision_t = -np.inf
         self._clock = -np.inf
+        self._data_end = -np.inf  # where the latest item's data ends (stream time)
         self._lock = threading.RLock()
         self.results: list[WindowResult] = []
         self.asr_ms: list[float] = []  # recogniser step times (sync mode; thread mode: _asr_thread.decode_ms)
@@ -140,6 +167,10 @@ class Pipeline:
         """Takes one item; returns the windows that became due (usually none or one)."""
         now = item.t if now is None else now
         with self._lock:
+            if isinstance(item, (VideoFrame, AudioChunk)):
+                # a frame stands for one analysis period; a chunk ends after its samples
+                end = item.t + 1.0 / self.cfg.vision_fps if isinstance(item, VideoFrame) else item.t + _duration(item)
+                self._data_end = max(self._data_end, end)
             if isinstance(item, VideoFrame):
                 for f in self.faults.video(item):
                     self._video(f, now)
@@ -306,15 +337,34 @@ class Pipeline:
         latency = 1000 * (time.perf_counter() - t0)
         return WindowResult(start, end, result, statuses, committed, partial, latency)
 
-    def flush(self) -> list[WindowResult]:
-        """End of stream: emits the window that the last items fall in, if not yet out."""
+    def flush(self, end: float | None = None) -> list[WindowResult]:
+        """End of stream at ``end`` (default: where the data pushed so far end). The
+        recogniser commits what it still holds, the windows due up to ``end`` come out, and
+        then one final window over the stretch they did not cover, of its true length
+        (``Windower.tail``): a recording shorter than one window gives exactly that one."""
         with self._lock:
             if self._clock == -np.inf:
                 return []
-            end = self.windower._next_end
-            if end is not None and end - self._clock < self.cfg.hop_s:
-                return self._advance(end)
-            return []
+            end = max(self._data_end if end is None else float(end), self._clock)
+            for f in self.faults.release(Modality.VISION, end):
+                self._video(f, end)
+            for c in self.faults.release(Modality.AUDIO, end):
+                self._audio(c, end)
+            if self._asr is not None and not self.faults.text_outage(end):
+                if self._asr_thread is not None:
+                    self._transcript = self._asr_thread.flush(end)
+                else:
+                    try:
+                        self._transcript = self._asr.flush(end)
+                    except Exception as e:  # noqa: BLE001 - a failed decode is a health state
+                        self._transcript = Transcript(t=end, error=str(e) or type(e).__name__)
+            out = self._advance(end)
+            tail = self.windower.tail(end)
+            if tail is not None:
+                w = self._window(tail[0], tail[1], self._clock)
+                self.results.append(w)
+                out.append(w)
+            return out
 
     def close(self) -> None:
         """Frees the session's resources (the recogniser thread, the face mesh)."""

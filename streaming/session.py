@@ -46,6 +46,7 @@ class LiveSession:
         self.errors: dict[str, str] = {}  # the last input error per modality
         self.workers: list = []  # local devices or a replay feeding this session
         self.closed = False
+        self.finished = threading.Event()  # set when the stream ended (``finish``)
 
     # ------------------------------------------------------------ inputs
     def _take(self, windows: list[WindowResult]) -> None:
@@ -100,6 +101,13 @@ class LiveSession:
     def tick(self, now: float | None = None) -> None:
         if not self.closed:
             self._take(self.pipeline.advance(self.clock() if now is None else now))
+
+    def finish(self, end: float | None = None) -> None:
+        """The stream ended at ``end`` (a replay's duration): the last words are committed and
+        the final window, of its true length, comes out (``Pipeline.flush``)."""
+        if not self.closed:
+            self._take(self.pipeline.flush(end))
+        self.finished.set()
 
     def source_error(self, modality: str, message: str) -> None:
         self.errors[modality] = message

@@ -59,8 +59,9 @@ def replay(pipeline: Pipeline, path: str | Path, realtime: bool = False, speed: 
         if item.t - last_t >= 0.5:
             bar.update(round(item.t - last_t, 1))
             last_t = item.t
-    end = max(last_t, total or 0.0)
-    for w in pipeline.advance(end) + pipeline.flush():
+    # the end of the recording closes the stream: the last words are committed and the
+    # stretch after the last grid window (or a recording shorter than one) gets its window
+    for w in pipeline.flush(total or None):
         out.append(w)
         if on_window:
             on_window(w)

@@ -4,7 +4,9 @@
 pipeline clock, with a per-sample flag that says whether a real, usable sample is there
 (gaps and rejected chunks are not). ``VisionTrack`` keeps the analysed frames (face crop or
 None, the frame's check). ``Windower`` says which windows are due as the clock advances:
-windows of ``window_s`` seconds ending every ``hop_s`` seconds (ends at multiples of the hop).
+windows of ``window_s`` seconds ending every ``hop_s`` seconds (ends at multiples of the hop),
+and at the end of a stream one final window over what the grid windows left (``tail``),
+also for a recording shorter than one window.
 Text is cut from the recogniser's words by time (``words_in``), with ``context_s`` of
 look-back because a sentence says more than the three seconds it ends in.
 """
@@ -109,20 +111,40 @@ def words_in(words: list[Word], start: float, end: float) -> list[Word]:
 
 
 class Windower:
-    """Which windows [end - window_s, end) are due once the clock reads ``now``."""
+    """Which windows [end - window_s, end) are due once the clock reads ``now``.
 
-    def __init__(self, window_s: float = 3.0, hop_s: float = 1.0):
+    Windows end on the hop grid. ``tail(end)`` closes a stream: the last stretch that no
+    window has ended on yet (a recording shorter than one window, or the seconds after the
+    last grid window) becomes one final window of its true length, ``[max(origin, end -
+    window_s), end)``, where ``origin`` is the time the stream began."""
+
+    def __init__(self, window_s: float = 3.0, hop_s: float = 1.0, min_tail_s: float = 0.25):
         if not (0 < hop_s <= window_s):
             raise ValueError(f"need 0 < hop <= window, got hop {hop_s}, window {window_s}")
-        self.window_s, self.hop_s = window_s, hop_s
+        self.window_s, self.hop_s, self.min_tail_s = window_s, hop_s, min_tail_s
         self._next_end: float | None = None
+        self.origin: float | None = None  # when the stream began (the first clock reading)
+        self.last_end: float | None = None  # end of the latest window given out
 
     def due(self, now: float) -> list[tuple[float, float]]:
         if self._next_end is None:
+            self.origin = now
             # the first window ends on the hop grid, one window length after the clock started
             self._next_end = math.ceil((now + self.window_s) / self.hop_s - 1e-9) * self.hop_s
         out = []
         while now >= self._next_end - 1e-9:
             out.append((self._next_end - self.window_s, self._next_end))
+            self.last_end = self._next_end
             self._next_end += self.hop_s
         return out
+
+    def tail(self, end: float) -> tuple[float, float] | None:
+        """The final window of a stream whose data end at ``end``, or None when the windows
+        given out already reach within ``min_tail_s`` of it (or nothing ever came)."""
+        if self.origin is None or end - self.origin < 1e-6:
+            return None
+        if self.last_end is not None and end - self.last_end < self.min_tail_s:
+            return None
+        start = max(self.origin, end - self.window_s)
+        self.last_end = end  # the grid goes on unchanged should more data come
+        return start, end
