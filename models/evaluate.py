@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from models import checkpoint, metrics
+from models.baselines import late_fusion
 from models.composed import ComposedData
 from models.encoders.face import FRAME_FLIP, encode_faces
 from models.data import load_faces, load_speech, load_text
@@ -34,7 +35,7 @@ from models.missing import SUBSET_NAMES, SUBSETS, TEST_RATES
 from models.paths import REPO_ROOT, assets_dir, cache_dir
 from models.runtime import SentimentModel
 from models.train import corpus_emotion_mask, face_view_features, predict_audio
-from models.types import score_to_class
+from models.types import is_coherent, score_to_class
 from models.unimodal import pad_batch
 
 SEEDS = (0, 1, 2)
@@ -258,6 +259,10 @@ def evaluate_composed(model: SentimentModel, cache: Path, data_root) -> dict:
     conditions = [("rate", r, SUBSETS[0]) for r in TEST_RATES] + [("subset", 0.0, s) for s in SUBSETS]
     res = {"n_windows": len(specs), "rates": {}, "subsets": {}}
     all_conf, all_correct = [], []
+    # coherence: label (the class of the score) ranked first by the probabilities, in every
+    # fused window and every unimodal estimate; and how often a clamp still fires (the text
+    # encoder's raw score outside [-3, 3])
+    coh = {"fused_windows": 0, "fused_incoherent": 0, "estimates": 0, "estimates_incoherent": 0, "text_rows": 0, "text_clamped": 0}
     for kind, rate, subset in tqdm(conditions, desc="composed test conditions"):
         override = data.text_at_rate(specs, rate, COMPOSED_SEED) if rate > 0 else None
         rng = np.random.default_rng(COMPOSED_SEED + int(rate * 10))
@@ -268,6 +273,16 @@ def evaluate_composed(model: SentimentModel, cache: Path, data_root) -> dict:
             b, _ = data.batch(sp, np.full((len(sp), 3), rate), presence, rng, None if override is None else override[i : i + 256])
             s = model.stack(b)
             f_score, f_probs = model.fuse(s)
+            coh["fused_windows"] += len(f_score)
+            coh["fused_incoherent"] += sum(not is_coherent(a, b) for a, b in zip(f_score, f_probs))
+            pres_m = s["present"].numpy()
+            for m, key in enumerate("tav"):
+                rows = np.flatnonzero(pres_m[:, m])
+                sc_m, pr_m = s[f"est_{key}_score"].numpy()[rows], s[f"est_{key}_probs"].numpy()[rows].astype(np.float64)
+                coh["estimates"] += len(rows)
+                coh["estimates_incoherent"] += sum(not is_coherent(a, b / b.sum()) for a, b in zip(sc_m, pr_m))
+            coh["text_rows"] += int(pres_m[:, 0].sum())
+            coh["text_clamped"] += int(s["est_t_clamped"].sum())
             outs["fusion"][0].append(f_score)
             outs["fusion"][1].append(f_probs)
             pres = s["present"].numpy()
@@ -279,10 +294,13 @@ def evaluate_composed(model: SentimentModel, cache: Path, data_root) -> dict:
                 outs[name][0].append(sc)
                 outs[name][1].append(pr)
                 est[name] = (sc, pr, pres[:, m])
-            w = np.stack([e[1].max(1) * e[2] for e in est.values()], 1)  # confidence of present ones
-            wsum = w.sum(1, keepdims=True)
-            lf_s = np.where(wsum[:, 0] > 0, (w * np.stack([e[0] for e in est.values()], 1)).sum(1) / np.maximum(wsum[:, 0], 1e-9), model.prior_score)
-            lf_p = np.where(wsum > 0, np.einsum("bm,bmc->bc", w, np.stack([e[1] for e in est.values()], 1)) / np.maximum(wsum, 1e-9), prior_p)
+            lf_s, lf_p = late_fusion(
+                np.stack([e[0] for e in est.values()], 1),
+                np.stack([e[1] for e in est.values()], 1),
+                np.stack([e[2] for e in est.values()], 1),
+                model.prior_score,
+                model.prior_probs,
+            )
             outs["late_fusion"][0].append(lf_s)
             outs["late_fusion"][1].append(lf_p)
         row = {}
@@ -301,6 +319,7 @@ def evaluate_composed(model: SentimentModel, cache: Path, data_root) -> dict:
                 all_correct.append(pr.argmax(1) == cls)
         key = str(rate) if kind == "rate" else SUBSET_NAMES[subset]
         res["rates" if kind == "rate" else "subsets"][key] = row
+    res["coherence"] = coh
     res["fusion_ece_all_conditions"] = round(
         100 * metrics.expected_calibration_error(np.concatenate(all_conf), np.concatenate(all_correct)), 2
     )

@@ -138,47 +138,53 @@ def max_difference(module, path: Path, feeds: list[dict[str, np.ndarray]]) -> fl
     return worst
 
 
+def _checked(name: str, module, path: Path, feeds, atol: float) -> list[str]:
+    """[name] when onnxruntime differs from torch beyond ``atol`` on ``feeds``, else []."""
+    diff = max_difference(module, path, feeds)
+    print(f"{path.name}: max |onnxruntime - torch| = {diff:.2e}")
+    return [name] if diff > atol else []
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--assets", help="assets folder (default assets/)")
     ap.add_argument("--out", help="output folder (default <assets>/onnx)")
     ap.add_argument("--atol", type=float, default=1e-4)
+    ap.add_argument("--models", default="fusion,audio,face", help="which to export (comma separated)")
     args = ap.parse_args(argv)
+    which = {m.strip() for m in args.models.split(",") if m.strip()}
+    if not which or which - {"fusion", "audio", "face"}:
+        ap.error("--models takes a comma-separated subset of fusion,audio,face")
     a = assets_dir(args.assets)
     out = Path(args.out) if args.out else a / "onnx"
     w = a / "weights"
     rng = np.random.default_rng(1)
     failures = []
 
-    fusion, _ = checkpoint.load(w / "fusion.safetensors", LNLN, LNLNConfig)
-    export_fusion(fusion, out / "fusion.onnx")
-    feeds = [random_fusion_inputs(b, lt, la, lv, rng) for b, lt, la, lv in ((1, 1, 1, 1), (1, 20, 75, 15), (3, 33, 150, 30), (2, 5, 8, 3))]
-    none = random_fusion_inputs(2, 7, 10, 4, rng)
-    none["present"][:] = False
-    none["evidence"][:] = 0
-    feeds.append(none)
-    diff = max_difference(LNLNInference(fusion).eval(), out / "fusion.onnx", feeds)
-    print(f"fusion.onnx: max |onnxruntime - torch| = {diff:.2e}")
-    failures += ["fusion"] if diff > args.atol else []
+    if "fusion" in which:
+        fusion, _ = checkpoint.load(w / "fusion.safetensors", LNLN, LNLNConfig)
+        export_fusion(fusion, out / "fusion.onnx")
+        feeds = [random_fusion_inputs(b, lt, la, lv, rng) for b, lt, la, lv in ((1, 1, 1, 1), (1, 20, 75, 15), (3, 33, 150, 30), (2, 5, 8, 3))]
+        none = random_fusion_inputs(2, 7, 10, 4, rng)
+        none["present"][:] = False
+        none["evidence"][:] = 0
+        feeds.append(none)
+        failures += _checked("fusion", LNLNInference(fusion).eval(), out / "fusion.onnx", feeds, args.atol)
 
-    audio, _ = checkpoint.load(w / "audio_encoder.safetensors", AudioEncoder, AudioEncoderConfig)
-    export_audio(audio, out / "audio_encoder.onnx")
+    if "audio" in which:
+        audio, _ = checkpoint.load(w / "audio_encoder.safetensors", AudioEncoder, AudioEncoderConfig)
+        export_audio(audio, out / "audio_encoder.onnx")
+        afeeds = [
+            {"x": rng.normal(size=(b, n, audio.cfg.in_dim)).astype(np.float32), "valid": rng.random((b, n)) < 0.9}
+            for b, n in ((1, 150), (2, 77), (1, 9))
+        ]
+        failures += _checked("audio", AudioOutputs(audio).eval(), out / "audio_encoder.onnx", afeeds, args.atol)
 
-    afeeds = [
-        {"x": rng.normal(size=(b, n, audio.cfg.in_dim)).astype(np.float32), "valid": rng.random((b, n)) < 0.9}
-        for b, n in ((1, 150), (2, 77), (1, 9))
-    ]
-    diff = max_difference(AudioOutputs(audio).eval(), out / "audio_encoder.onnx", afeeds)
-    print(f"audio_encoder.onnx: max |onnxruntime - torch| = {diff:.2e}")
-    failures += ["audio"] if diff > args.atol else []
-
-    face, _ = checkpoint.load(w / "face_encoder.safetensors", FaceEncoder, FaceEncoderConfig)
-    export_face(face, out / "face_encoder.onnx")
-
-    ffeeds = [{"x": rng.normal(size=(b, 1, INPUT, INPUT)).astype(np.float32)} for b in (1, 5)]
-    diff = max_difference(FaceOutputs(face).eval(), out / "face_encoder.onnx", ffeeds)
-    print(f"face_encoder.onnx: max |onnxruntime - torch| = {diff:.2e}")
-    failures += ["face"] if diff > args.atol else []
+    if "face" in which:
+        face, _ = checkpoint.load(w / "face_encoder.safetensors", FaceEncoder, FaceEncoderConfig)
+        export_face(face, out / "face_encoder.onnx")
+        ffeeds = [{"x": rng.normal(size=(b, 1, INPUT, INPUT)).astype(np.float32)} for b in (1, 5)]
+        failures += _checked("face", FaceOutputs(face).eval(), out / "face_encoder.onnx", ffeeds, args.atol)
     if failures:
         raise SystemExit(f"onnxruntime differs from torch beyond {args.atol}: {failures}")
     print(f"wrote {out}")

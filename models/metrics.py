@@ -83,17 +83,23 @@ def classification(probs, truth) -> dict[str, float]:
     }
 
 
-def fit_temperature(logits, truth, grid: np.ndarray | None = None) -> float:
-    """Temperature T minimising the negative log-likelihood of softmax(logits / T) (grid search)."""
-    logits = np.asarray(logits, dtype=np.float64)
+def grid_min_nll(make_logits, truth, grid) -> float:
+    """The value v of ``grid`` whose ``make_logits(v)`` [N, C] gives the lowest mean negative
+    log-likelihood of the labels ``truth`` [N] under a softmax."""
     truth = np.asarray(truth, dtype=np.int64)
-    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 121)) if grid is None else grid
-    best, best_nll = 1.0, np.inf
-    for t in grid:
-        z = logits / t
+    best, best_nll = float(grid[0]), np.inf
+    for v in grid:
+        z = make_logits(v)
         z = z - z.max(1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(1, keepdims=True))
         nll = -logp[np.arange(len(truth)), truth].mean()
         if nll < best_nll:
-            best, best_nll = float(t), nll
+            best, best_nll = float(v), nll
     return best
+
+
+def fit_temperature(logits, truth, grid: np.ndarray | None = None) -> float:
+    """Temperature T minimising the negative log-likelihood of softmax(logits / T) (grid search)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 121)) if grid is None else grid
+    return grid_min_nll(lambda t: logits / t, truth, grid)

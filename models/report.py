@@ -161,6 +161,12 @@ def headline(r: dict) -> list[str]:
                  f"best unimodal {max(z[m]['acc3'] for m in ('text', 'audio', 'vision')):.1f} %, confidence-weighted late fusion {z['late_fusion']['acc3']:.1f} %. "
                  f"Fusion at or above the best unimodal encoder (Acc-3 and MAE) in {len(conds) - len(below)} of {len(conds)} conditions"
                  + (f"; below in: {', '.join(below)}" if below else "") + f": {mark(not below)}. Fusion ECE {c['fusion_ece_all_conditions']:.2f} %.")
+        if "coherence" in c:
+            h = c["coherence"]
+            L.append(f"- Coherent output (composed test, all {len(conds)} conditions): {h['fused_incoherent']} of {h['fused_windows']} fused windows "
+                     f"and {h['estimates_incoherent']} of {h['estimates']} unimodal estimates have a label outside their score's interval "
+                     f"(target 0: {mark(h['fused_incoherent'] == 0 and h['estimates_incoherent'] == 0)}); the one clamp left, on the text "
+                     f"encoder's raw score, fired in {h['text_clamped']} of {h['text_rows']} windows with text.")
     if "speed" in r and "error" not in r["speed"]:
         sp = r["speed"]
         L.append(f"- Fusion forward pass, onnxruntime, batch 1, one thread: median {sp['p50_ms']:.2f} ms, p95 {sp['p95_ms']:.2f} ms on {sp['machine']}. "

@@ -8,8 +8,9 @@ a window's features into a ``SentimentResult``.
     result = model.predict(WindowFeatures(text, audio, vision))
 
 Modalities that are None, or whose steps are all invalid, are masked out. With none left
-the result is the training prior with the confidence a prior earns (its largest class
-share), never NaN. A modality listed in runtime.json's ``single_modality_fallback`` answers
+the result is the training prior (its mean score, and the class shares as probabilities,
+which rank the mean score's class first), never NaN. Every result's label is the class
+of its score and its probabilities rank that class first (``models.ordinal``). A modality listed in runtime.json's ``single_modality_fallback`` answers
 alone when it is the only one present (see ``SentimentModel.fuse``). The fusion model runs
 in onnxruntime when ``assets/onnx/fusion.onnx``
 exists (what ``models.export`` writes), else in torch; the encoders run in torch.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ from models import checkpoint
 from models.encoders.audio import AudioEncoder, AudioEncoderConfig
 from models.encoders.face import FaceEncoder, FaceEncoderConfig, encode_faces
 from models.encoders.text import TextEncoder, TextEncoderConfig
-from models.fusion.lnln import LNLN, LNLNConfig
+from models.fusion.lnln import LNLN, LNLNConfig, upgrade_state_dict
 from models.labels import EMOTIONS, FER_EMOTIONS
 from models.paths import assets_dir
 from models.types import (
@@ -39,6 +41,7 @@ from models.types import (
     SentimentResult,
     SequenceFeatures,
     WindowFeatures,
+    is_coherent,
 )
 from models.unimodal import UnimodalStack, pad_batch
 
@@ -50,6 +53,18 @@ SHIPPED = {
     "fusion": (LNLN, LNLNConfig),
 }
 FUSION_INPUTS = ("text", "text_valid", "audio", "audio_valid", "vision", "vision_valid", "evidence", "present")
+
+
+def _load_weights(path: Path, model_cls, config_cls):
+    """A shipped model from its safetensors (an earlier LNLN's separate heads upgraded, with a warning)."""
+    if model_cls is not LNLN:
+        return checkpoint.load(path, model_cls, config_cls)[0]
+    sd, meta = checkpoint.read(path)
+    model = LNLN(config_cls(**meta["config"]) if "config" in meta else config_cls())
+    if "head.1.weight" not in sd:
+        warnings.warn(f"{path}: fusion weights from before the ordinal head; its score head is used with a fixed spread")
+    model.load_state_dict(upgrade_state_dict(sd), strict=True)
+    return model.eval()
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -66,6 +81,8 @@ class SentimentModel:
         self.fusion_temperature = float(runtime.get("fusion_temperature", 1.0))
         self.prior_probs = np.asarray(runtime["prior_probs"], np.float64)
         self.prior_score = float(runtime["prior_score"])
+        if not is_coherent(self.prior_score, self.prior_probs):
+            raise ValueError(f"runtime.json: prior score {self.prior_score} and probabilities {self.prior_probs} disagree")
         # modalities whose own encoder beat the fusion on validation windows where it was the
         # only one present (``models.train``'s select stage); then it gives the result alone
         self.single_fallback = [MODALITIES.index(Modality(m)) for m in runtime.get("single_modality_fallback", [])]
@@ -86,11 +103,15 @@ class SentimentModel:
     @classmethod
     def load(cls, assets: str | Path | None = None, use_onnx: bool = True, threads: int = 1) -> "SentimentModel":
         a = assets_dir(assets)
-        m = {name: checkpoint.load(a / "weights" / f"{name}.safetensors", *cls)[0] for name, cls in SHIPPED.items()}
+        m = {name: _load_weights(a / "weights" / f"{name}.safetensors", *c) for name, c in SHIPPED.items()}
         runtime = json.loads((a / "runtime.json").read_text())
+        if "unimodal_spread" not in runtime:
+            warnings.warn(f"{a / 'runtime.json'} has no unimodal_spread (written before the ordinal outputs): spreads of 1 used")
+            runtime["unimodal_spread"] = [1.0, 1.0, 1.0]
         stack = UnimodalStack(m["text_encoder"], m["audio_encoder"], m["face_encoder"])
         stack.temperature.copy_(torch.tensor(runtime["unimodal_temperature"]))
         stack.class_scores.copy_(torch.tensor(runtime["class_scores"]))
+        stack.spread.copy_(torch.tensor(runtime["unimodal_spread"]))
         onnx = a / "onnx" / "fusion.onnx" if use_onnx else None
         return cls(stack, m["fusion"], runtime, onnx, threads)
 
@@ -154,27 +175,25 @@ class SentimentModel:
         ``UnimodalStack`` outputs: the fusion model's, except in rows where one modality alone
         is present and runtime.json lists it under ``single_modality_fallback`` (its encoder
         did better than the fusion on such validation windows): those rows get that
-        encoder's own calibrated estimate. Used by ``predict`` and by the evaluation."""
+        encoder's own calibrated estimate. Both come from ordinal heads (``models.ordinal``),
+        so each row's probabilities rank its score's class first; dividing the ordinal
+        logits by the calibration temperature keeps that order. Used by ``predict`` and by
+        the evaluation."""
         score, logits = self._fusion(s)
-        score = np.clip(np.asarray(score, np.float64), -3.0, 3.0)
+        score = np.asarray(score, np.float64)  # bounded to (-3, 3) by the head: no clamp
         probs = _softmax(np.asarray(logits, np.float64) / self.fusion_temperature)
         pres = s["present"].numpy().astype(bool)
         for m in self.single_fallback:
             only = pres[:, m] & (pres.sum(1) == 1)
             if only.any():
                 key = "tav"[m]
-                score[only] = np.clip(s[f"est_{key}_score"].numpy()[only], -3.0, 3.0)
+                score[only] = s[f"est_{key}_score"].numpy()[only]
                 q = s[f"est_{key}_probs"].numpy()[only].astype(np.float64)
                 probs[only] = q / q.sum(1, keepdims=True)
         return score, probs
 
     def prior(self) -> SentimentResult:
-        return SentimentResult(
-            score=self.prior_score,
-            probs=self.prior_probs.copy(),
-            confidence=float(self.prior_probs.max()),
-            used=(),
-        )
+        return SentimentResult(score=self.prior_score, probs=self.prior_probs.copy(), used=())
 
     @torch.no_grad()
     def predict(self, window: WindowFeatures) -> SentimentResult:
@@ -216,16 +235,8 @@ class SentimentModel:
             if m in emos:
                 k, names = emos[m]
                 detail = {n: float(v) for n, v in zip(names, s[k][0].numpy())}
-            per[m] = ModalityEstimate(
-                score=float(s[f"est_{key}_score"][0]), probs=p, confidence=float(p.max()), detail=detail
-            )
-        return SentimentResult(
-            score=float(score[0]),
-            probs=probs,
-            confidence=float(probs.max()),
-            used=used,
-            per_modality=per,
-        )
+            per[m] = ModalityEstimate(score=float(s[f"est_{key}_score"][0]), probs=p, detail=detail)
+        return SentimentResult(score=float(score[0]), probs=probs, used=used, per_modality=per)
 
 
 __all__ = ["SentimentModel", "SENTIMENT_CLASSES"]

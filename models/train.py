@@ -10,6 +10,9 @@ Stages (``--stages``, comma separated, default all but face_swa, in this order):
   views      face-encoder outputs of jittered views of every FER-2013 image (for windows)
   calibrate  temperatures of the unimodal encoders on validation data
   fusion     LNLN on composed trimodal windows with LNLN's missing-data scheme
+  fusion_head  (not by default) retrains only the fusion's ordinal head on a trained trunk
+             (the trunk frozen; an earlier checkpoint's score/class heads are replaced;
+             ``--set fusion_head_scope=top`` also retrains the cross block and output norm)
   select     per modality, whether its encoder alone beats the fusion when it is the only
              one present (validation windows); runtime.json's single_modality_fallback
   package    fp16 safetensors + configs into assets/ (then run models.export, models.evaluate)
@@ -48,17 +51,22 @@ from models.featurize import (
     speech_features,
     text_features,
 )
-from models.fusion.lnln import LNLN, LNLNConfig
-from models.labels import EMODB_EMOTIONS, EMOTIONS, FER_EMOTIONS, RAVDESS_EMOTIONS
+from models.fusion.lnln import LNLN, LNLNConfig, upgrade_state_dict
+from models.labels import EMODB_EMOTIONS, EMOTIONS, FER_EMOTIONS, RAVDESS_EMOTIONS, sentiment_index, sentiment_matrix
 from models.metrics import fit_temperature
+from models.ordinal import fit_spread
 from models.missing import SUBSETS, draw_presence, draw_rates, drop_steps
 from models.paths import assets_dir, cache_dir
 from models.unimodal import UnimodalStack, pad_batch
 
-STAGES = ("cache", "text", "text_states", "audio", "face", "face_swa", "views", "calibrate", "fusion", "select", "package")
+STAGES = (
+    "cache", "text", "text_states", "audio", "face", "face_swa", "views", "calibrate", "fusion", "fusion_head", "select",
+    "package",
+)
 #: What a plain run does. face_swa is optional: 4 SWA epochs took the validation accuracy
-#: from 68.5 to 67.6 in our run, so it is not run unless asked for.
-DEFAULT_STAGES = tuple(s for s in STAGES if s != "face_swa")
+#: from 68.5 to 67.6 in our run, so it is not run unless asked for. fusion_head is for a
+#: trunk trained before the ordinal head existed (the fusion stage trains the head itself).
+DEFAULT_STAGES = tuple(s for s in STAGES if s not in ("face_swa", "fusion_head"))
 
 
 @dataclass
@@ -89,6 +97,9 @@ class TrainConfig:
     fusion_epochs: int = 3  # a 6-epoch run was best on validation after epoch 3
     fusion_batch: int = 64
     fusion_lr: float = 3e-4
+    fusion_head_epochs: int = 2
+    fusion_head_lr: float = 3e-3
+    fusion_head_scope: str = "head"  # "head": the ordinal head alone; "top": also the cross block and output norm
     # smoke runs: cap samples per stage (0 = no cap)
     limit: int = 0
     # where the face stage trains: "cpu" or "cuda" (augmentation and seeds stay on the CPU)
@@ -542,6 +553,8 @@ def load_stack(run: Path) -> UnimodalStack:
         c = json.loads(calib.read_text())
         stack.temperature.copy_(torch.tensor(c["unimodal_temperature"]))
         stack.class_scores.copy_(torch.tensor(c["class_scores"]))
+        if "unimodal_spread" in c:
+            stack.spread.copy_(torch.tensor(c["unimodal_spread"]))
     return stack
 
 
@@ -567,9 +580,22 @@ def calibrate(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     _, ty, tcls, _ = _text_split(cache, "train", data_root)
     class_scores = [float(ty[tcls == c].mean()) for c in range(3)]
     prior = [float(np.mean(tcls == c)) for c in range(3)]
+
+    # ordinal spread of each modality's own estimate (``models.ordinal``), on the same
+    # validation data, the scores computed as ``UnimodalStack`` computes them
+    t_scores, _ = predict_text(stack.text, feats)
+    t_spread = fit_spread(np.clip(t_scores, -3, 3), vcls)
+    cs = np.array(class_scores)
+    a_sent = torch.softmax(torch.from_numpy(a_logits) / a_temp, -1).numpy() @ sentiment_matrix(EMOTIONS)
+    a_cls = np.array([sentiment_index(EMOTIONS[e]) for e in df["emotion_idx"].to_numpy()[rows]])
+    a_spread = fit_spread((a_sent @ cs)[a_cls >= 0], a_cls[a_cls >= 0])
+    f_probs = torch.softmax(torch.from_numpy(views[:, :, 128:]) / f_temp, -1).mean(1).numpy()  # a window's mean
+    f_cls = np.array([sentiment_index(e) for e in np.array(FER_EMOTIONS)[fy]])
+    f_spread = fit_spread((f_probs @ sentiment_matrix(FER_EMOTIONS) @ cs)[f_cls >= 0], f_cls[f_cls >= 0])
     out = {
         "unimodal_temperature": [t_temp, a_temp, f_temp],
         "class_scores": class_scores,
+        "unimodal_spread": [t_spread, a_spread, f_spread],
         "prior_probs": prior,
         "prior_score": float(ty.mean()),
     }
@@ -606,15 +632,7 @@ def train_fusion(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     )
     valid = ComposedData("valid", cache, np.load(run / "face_views_valid.npy"), data_root)
     # validation: the unimodal stack is frozen, so its outputs are computed once
-    vbatches = []
-    for rate, subset, specs, override in valid_conditions(valid, cfg.seed + 5):
-        vrng = np.random.default_rng(cfg.seed + 6)
-        for i in range(0, len(specs), 256):
-            sp = specs[i : i + 256]
-            presence = np.tile(np.array(subset, bool), (len(sp), 1))
-            rates = np.full((len(sp), 3), rate)
-            b, _ = valid.batch(sp, rates, presence, vrng, None if override is None else override[i : i + 256])
-            vbatches.append((stack(b), torch.tensor([s.score for s in sp]), torch.tensor([s.cls for s in sp])))
+    vbatches = _fusion_valid_batches(cfg, stack, valid)
 
     model = LNLN(LNLNConfig())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.fusion_lr, weight_decay=1e-4)
@@ -663,13 +681,96 @@ def train_fusion(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
         if score < best:
             best, best_state = score, {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
+    _save_fusion(model, vbatches, run, best, head="ordinal")
+
+
+def _fusion_valid_batches(cfg: TrainConfig, stack: UnimodalStack, valid: ComposedData) -> list:
+    """(stack outputs, scores, classes) of the fixed validation conditions (``valid_conditions``)."""
+    vbatches = []
+    for rate, subset, specs, override in valid_conditions(valid, cfg.seed + 5):
+        vrng = np.random.default_rng(cfg.seed + 6)
+        for i in range(0, len(specs), 256):
+            sp = specs[i : i + 256]
+            presence = np.tile(np.array(subset, bool), (len(sp), 1))
+            rates = np.full((len(sp), 3), rate)
+            b, _ = valid.batch(sp, rates, presence, vrng, None if override is None else override[i : i + 256])
+            vbatches.append((stack(b), torch.tensor([s.score for s in sp]), torch.tensor([s.cls for s in sp])))
+    return vbatches
+
+
+def train_fusion_head(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
+    """Retrains only the ordinal head of <run>/fusion.safetensors (an earlier checkpoint's
+    separate score and class heads are first replaced, ``upgrade_state_dict``): the trunk is
+    frozen and runs in eval mode, the head learns from the trunk's pooled output on the
+    training windows, drawn with the same missing-data scheme as the fusion stage; loss
+    smooth-L1 on the score + cross-entropy of the ordinal class logits; the best epoch on the
+    validation conditions is kept and the class temperature refitted there."""
+    seed_all(cfg.seed + 8)
+    rng = np.random.default_rng(cfg.seed + 8)
+    stack = load_stack(run)
+    sd, meta = checkpoint.read(run / "fusion.safetensors")
+    model = LNLN(LNLNConfig(**meta["config"]) if "config" in meta else LNLNConfig())
+    model.load_state_dict(upgrade_state_dict(sd), strict=True)
+    if cfg.fusion_head_scope not in ("head", "top"):
+        raise ValueError(f"fusion_head_scope must be head or top, not {cfg.fusion_head_scope!r}")
+    top = [model.head] if cfg.fusion_head_scope == "head" else [model.head, model.cross, model.out_norm]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trained = [p for mod in top for p in mod.parameters()]
+    for p in trained:
+        p.requires_grad_(True)
+    train = ComposedData(
+        "train", cache, np.load(run / "face_views_train.npy"), data_root, augmented=True, text_states=run
+    )
+    valid = ComposedData("valid", cache, np.load(run / "face_views_valid.npy"), data_root)
+    vbatches = _fusion_valid_batches(cfg, stack, valid)
+    opt = torch.optim.AdamW(trained, lr=cfg.fusion_head_lr, weight_decay=1e-4)
+    n_train = len(train) if not cfg.limit else min(len(train), cfg.limit * 8)
+    steps = cfg.fusion_head_epochs * math.ceil(n_train / cfg.fusion_batch)
+    sched = one_cycle(opt, steps, cfg.fusion_head_lr, pct=0.1)
+    best, best_state = _fusion_valid(model, vbatches), {k: v.clone() for k, v in model.state_dict().items()}
+    print(f"  fusion head valid before training: {best:.4f}")
+    for epoch in range(cfg.fusion_head_epochs):
+        specs = train.compose(rng, rng.permutation(len(train))[:n_train])
+        bar = tqdm(range(0, len(specs), cfg.fusion_batch), desc=f"fusion head epoch {epoch + 1}/{cfg.fusion_head_epochs}")
+        for i in bar:
+            sp = specs[i : i + cfg.fusion_batch]
+            n = len(sp)
+            b, _ = train.batch(sp, draw_rates(n, rng), draw_presence(n, rng), rng, augment=True)
+            model.eval()
+            for mod in top:
+                mod.train()
+            if cfg.fusion_head_scope == "head":  # the frozen trunk needs no graph
+                with torch.no_grad():
+                    z = model.trunk(*fusion_inputs(stack(b)))["z"]
+                out = model.ordinal(z)
+            else:
+                out = model(*fusion_inputs(stack(b)))
+            y = torch.tensor([s.score for s in sp])
+            cls = torch.tensor([s.cls for s in sp])
+            loss = F.smooth_l1_loss(out["score"], y) + F.cross_entropy(out["logits"], cls)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        score = _fusion_valid(model, vbatches)
+        print(f"  fusion head valid: mean MAE + (1 - Acc-3) over conditions {score:.4f}")
+        if score < best:
+            best, best_state = score, {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    _save_fusion(model, vbatches, run, best, **{k: v for k, v in meta.items() if k not in ("config", "temperature", "valid_score", "head")}, head=f"ordinal, retrained on a frozen trunk ({cfg.fusion_head_scope})")
+
+
+def _save_fusion(model: LNLN, vbatches, run: Path, valid_score: float, **meta) -> None:
+    """Fits the class temperature on the validation windows and writes <run>/fusion.safetensors."""
     model.eval()
-    # temperature of the fused class probabilities on the validation windows
     with torch.no_grad():  # (without it the graphs of every batch are kept: 20+ GB)
         logits = torch.cat([model(*fusion_inputs(s))["logits"] for s, _, _ in vbatches]).numpy()
     labels = torch.cat([c for _, _, c in vbatches]).numpy()
     temp = fit_temperature(logits, labels)
-    checkpoint.save(run / "fusion.safetensors", model, model.cfg, valid_score=best, temperature=temp)
+    print(f"  fusion class temperature {temp:.3f}")
+    checkpoint.save(run / "fusion.safetensors", model, model.cfg, valid_score=valid_score, temperature=temp, **meta)
 
 
 @torch.no_grad()
@@ -716,7 +817,7 @@ def select(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
                 sc, pr = model.fuse(st)
             f_s.append(sc)
             f_p.append(pr.argmax(1))
-            u_s.append(st[f"est_{'tav'[m]}_score"].clamp(-3, 3).numpy())
+            u_s.append(st[f"est_{'tav'[m]}_score"].numpy())
             u_p.append(st[f"est_{'tav'[m]}_probs"].argmax(1).numpy())
         crit = {}
         for name, sc, pc in (("fusion", f_s, f_p), ("encoder", u_s, u_p)):
@@ -776,6 +877,7 @@ STAGE_FUNCTIONS = {
     "views": _without_assets(face_views),
     "calibrate": _without_assets(calibrate),
     "fusion": _without_assets(train_fusion),
+    "fusion_head": _without_assets(train_fusion_head),
     "select": _without_assets(select),
     "package": package,
 }

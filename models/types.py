@@ -8,6 +8,9 @@ Conventions
 - A sentiment *class* is one of ``SENTIMENT_CLASSES``; a score maps to a class
   through ``score_to_class`` (neutral band |score| <= ``NEUTRAL_BAND``).
 - Probabilities over the classes are ordered as ``SENTIMENT_CLASSES`` and sum to 1.
+- A result's label is the class of its score, and its confidence that class's
+  probability; the ordinal outputs (``models.ordinal``) rank that class first, so label,
+  score, probabilities and confidence always agree (``coherent``).
 """
 
 from __future__ import annotations
@@ -94,33 +97,53 @@ class WindowFeatures:
         return tuple(m for m in MODALITIES if (f := self.get(m)) is not None and f.present)
 
 
+class _Scored:
+    """Label, confidence and coherence of anything with a ``score`` and ``probs``."""
+
+    score: float
+    probs: np.ndarray
+
+    @property
+    def label(self) -> str:
+        """The class whose interval holds the score."""
+        return SENTIMENT_CLASSES[score_to_class(self.score)]
+
+    @property
+    def confidence(self) -> float:
+        """The (calibrated) probability of ``label``."""
+        return float(self.probs[score_to_class(self.score)])
+
+    @property
+    def coherent(self) -> bool:
+        return is_coherent(self.score, self.probs)
+
+
 @dataclass
-class ModalityEstimate:
+class ModalityEstimate(_Scored):
     """What one modality says on its own about a window."""
 
     score: float
     probs: np.ndarray  # [3] over SENTIMENT_CLASSES
-    confidence: float  # calibrated probability that `label` is right
     detail: dict[str, float] = field(default_factory=dict)  # e.g. emotion probabilities
-
-    @property
-    def label(self) -> str:
-        return SENTIMENT_CLASSES[int(np.argmax(self.probs))]
 
 
 @dataclass
-class SentimentResult:
+class SentimentResult(_Scored):
     """The fused answer for one window."""
 
     score: float  # [-3, 3]
     probs: np.ndarray  # [3] over SENTIMENT_CLASSES, sums to 1
-    confidence: float  # calibrated probability that `label` is right
     used: tuple[Modality, ...]  # modalities that reached the model
     per_modality: dict[Modality, ModalityEstimate] = field(default_factory=dict)
 
-    @property
-    def label(self) -> str:
-        return SENTIMENT_CLASSES[int(np.argmax(self.probs))]
-
     def confidences(self) -> dict[str, float]:
         return {c: float(p) for c, p in zip(SENTIMENT_CLASSES, self.probs)}
+
+
+def is_coherent(score: float, probs: np.ndarray, tol: float = 1e-9) -> bool:
+    """Whether the probabilities rank the class of the score first (ties allowed) and sum to 1."""
+    p = np.asarray(probs, np.float64)
+    k = score_to_class(score)
+    return bool(
+        np.isfinite(score) and SCORE_MIN <= score <= SCORE_MAX and abs(p.sum() - 1) < 1e-6 and p[k] >= p.max() - tol
+    )

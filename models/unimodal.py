@@ -11,6 +11,13 @@ Batch (torch, padded; masks True where a step holds an observation):
 - vision_x [B, Tv, 135], vision_valid [B, Tv]   per frame: face embedding (128) and
                                                 expression logits (7) of the face encoder
 - present [B, 3] bool                           text, audio, vision reached the model
+
+Each modality's own estimate is a score with ordinal probabilities (``models.ordinal``):
+text's score is the text encoder's, audio's and vision's the expected score of their
+emotion-mapped sentiment probabilities; each modality's spread is fitted on validation
+data (``models.train``'s calibrate stage). So an estimate's label, probabilities and
+confidence agree with its score, as the fused result's do. The fusion model's evidence
+input keeps the encoders' own class probabilities, as it was trained.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from models.encoders.face import FaceEncoder, FaceEncoderConfig
 from models.encoders.text import TextEncoder, TextEncoderConfig
 from models.labels import EMOTIONS, FER_EMOTIONS, sentiment_matrix
 from models.layers import masked_mean
+from models.ordinal import ordinal_logits
 
 
 class UnimodalStack(nn.Module):
@@ -42,6 +50,9 @@ class UnimodalStack(nn.Module):
         # mean score of each sentiment class in the text training data, to turn the
         # sentiment probabilities of audio / vision into a score
         self.register_buffer("class_scores", torch.tensor([-1.5, 0.0, 1.5]))
+        # ordinal spread of each modality's own estimate (text, audio, vision), fitted on
+        # validation data after training
+        self.register_buffer("spread", torch.ones(3))
         self.register_buffer("audio_map", torch.from_numpy(sentiment_matrix(EMOTIONS)))
         self.register_buffer("face_map", torch.from_numpy(sentiment_matrix(FER_EMOTIONS)))
 
@@ -58,7 +69,9 @@ class UnimodalStack(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Returns the fusion inputs (text, text_valid, audio, audio_valid, vision,
         vision_valid, evidence, present) and per-modality estimates est_{t,a,v}_score [B],
-        est_{t,a,v}_probs [B, 3], est_a_emotions [B, 9], est_v_emotions [B, 7]."""
+        est_{t,a,v}_probs [B, 3] (ordinal, coherent with the score), est_a_emotions [B, 9],
+        est_v_emotions [B, 7], and est_t_clamped [B] (the text encoder's raw score lay
+        outside [-3, 3] and was clamped: counted by the evaluation)."""
         present = batch["present"].bool()
         tv = batch["text_valid"].bool() & present[:, :1]
         av = batch["audio_valid"].bool() & present[:, 1:2]
@@ -72,6 +85,7 @@ class UnimodalStack(nn.Module):
         else:
             t = self.text(batch["text_x"], tv)
         t_probs = self.text_probs(t["logits"])
+        t_clamped = t["score"].abs() > 3.0
         t_score = t["score"].clamp(-3.0, 3.0)
 
         a = self.audio(batch["audio_x"], av)
@@ -90,6 +104,12 @@ class UnimodalStack(nn.Module):
             ],
             dim=-1,
         )
+        a_score = a_probs @ self.class_scores
+        v_score = v_probs @ self.class_scores
+
+        def coherent(score, m):
+            return ordinal_logits(score, self.spread[m].expand_as(score)).softmax(-1)
+
         return {
             "text": t["states"],
             "text_valid": tv,
@@ -100,12 +120,13 @@ class UnimodalStack(nn.Module):
             "evidence": evidence,
             "present": present,
             "est_t_score": t_score,
-            "est_t_probs": t_probs,
-            "est_a_score": a_probs @ self.class_scores,
-            "est_a_probs": a_probs,
+            "est_t_probs": coherent(t_score, 0),
+            "est_t_clamped": t_clamped & present[:, 0],
+            "est_a_score": a_score,
+            "est_a_probs": coherent(a_score, 1),
             "est_a_emotions": a_emotions,
-            "est_v_score": v_probs @ self.class_scores,
-            "est_v_probs": v_probs,
+            "est_v_score": v_score,
+            "est_v_probs": coherent(v_score, 2),
             "est_v_emotions": v_emotions,
         }
 

@@ -58,6 +58,16 @@ def test_train_export_evaluate_tiny(tmp_path, monkeypatch):
         assert (assets / "weights" / f"{name}.safetensors").is_file()
     runtime = json.loads((assets / "runtime.json").read_text())
     assert len(runtime["unimodal_temperature"]) == 3 and runtime["fusion_temperature"] > 0
+    assert len(runtime["unimodal_spread"]) == 3 and min(runtime["unimodal_spread"]) > 0
+    # the head-only stage on the trained trunk: only the ordinal head changes
+    from models import checkpoint
+
+    before, _ = checkpoint.read(cache / "run" / "fusion.safetensors")
+    train.main(["--cache", str(cache), "--assets", str(assets), "--stages", "fusion_head,select,package", "--set", "fusion_head_epochs=1"])
+    after, meta = checkpoint.read(cache / "run" / "fusion.safetensors")
+    assert set(before) == set(after) and "head" in meta
+    changed = {k for k in before if not np.array_equal(before[k].numpy(), after[k].numpy())}
+    assert changed <= {"head.1.weight", "head.1.bias"}
 
     export.main(["--assets", str(assets)])
     assert (assets / "onnx" / "fusion.onnx").is_file()
@@ -68,6 +78,8 @@ def test_train_export_evaluate_tiny(tmp_path, monkeypatch):
     assert set(report["composed"]["subsets"]) == {"T+A+V", "T+A", "T+V", "T", "A+V", "A", "V"}
     for row in report["composed"]["rates"].values():
         assert set(row) == {"fusion", "text", "audio", "vision", "late_fusion"}
+    coh = report["composed"]["coherence"]
+    assert coh["fused_windows"] > 0 and coh["fused_incoherent"] == 0 and coh["estimates_incoherent"] == 0
     text = (docs / "evaluation.md").read_text()
     assert "LNLN" in text and "Composed trimodal" in text
     assert (docs / "figures" / "composed_rates.png").stat().st_size > 1000

@@ -27,7 +27,11 @@ hyper-modality layers; about 1 M parameters):
 5. Hyper-modality learning: a language Transformer over h_d keeps each layer's output;
    hyper-modality tokens (start at ones) are updated layer by layer by language-queried
    attention over audio and over vision; a cross-Transformer lets the language attend to
-   the hyper tokens; the mean of its tokens feeds the heads (score, 3 class logits).
+   the hyper tokens; the mean of its tokens feeds the ordinal head.
+7. Ordinal head (``models.ordinal``): one linear map gives a score, bounded smoothly to
+   (-3, 3), and a spread; the three class logits are ``-distance(score, class interval) /
+   spread``, so the label (the class whose interval holds the score), the probabilities
+   and the confidence come out together and never contradict each other.
 6. Reconstructor (training): maps each modality's tokens from incomplete input to those
    from complete input (MSE).
 With every modality absent only learned tokens remain, so the output is finite; the
@@ -38,10 +42,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from models.layers import Block, MultiHeadAttention
+from models.ordinal import MIN_SPREAD, bounded_score, ordinal_logits, spread_from_raw
 
 EVIDENCE_DIMS = {"text": 4, "audio": 12, "vision": 10}
 EVIDENCE_DIM = sum(EVIDENCE_DIMS.values())
@@ -160,8 +166,8 @@ class LNLN(nn.Module):
         self.hyper_norm = nn.LayerNorm(d)
         self.cross = nn.ModuleList(Block(d, cfg.heads, cfg.ffn, cfg.dropout, cross=True) for _ in range(cfg.cross_layers))
         self.out_norm = nn.LayerNorm(d)
-        self.score_head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, 1))
-        self.class_head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, 3))
+        # ordinal head: raw score and raw spread (``models.ordinal``)
+        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, 2))
         # reconstructors (training only)
         self.recon = nn.ModuleList(
             nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d)) for _ in range(3)
@@ -191,9 +197,23 @@ class LNLN(nn.Module):
         return h_t, h_a, h_v
 
     def forward(self, text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present):
-        """Returns a dict: score [B], logits [B, 3], completeness [B], and the token
+        """Returns a dict: score [B] in (-3, 3), spread [B], ordinal class logits [B, 3],
+        completeness [B], the pooled representation z [B, dim] and the token
         representations h_t, h_a, h_v, h_p, h_d [B, n_tokens, dim] that the training
         losses read."""
+        out = self.trunk(text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present)
+        out.update(self.ordinal(out["z"]))
+        return out
+
+    def ordinal(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The ordinal head on pooled representations z [B, dim]: score, spread, logits."""
+        raw = self.head(z)
+        score = bounded_score(raw[:, 0])
+        spread = spread_from_raw(raw[:, 1])
+        return {"score": score, "spread": spread, "logits": ordinal_logits(score, spread)}
+
+    def trunk(self, text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present):
+        """Everything before the head: z [B, dim], completeness and the token representations."""
         h_t, h_a, h_v = self.encode(text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present)
         w = torch.sigmoid(self.completeness_head(self.completeness(h_t)[:, 0])).squeeze(-1)
         h_p = self.proxy(torch.cat([h_a, h_v], dim=1))
@@ -211,8 +231,7 @@ class LNLN(nn.Module):
             x = blk(x, ctx=hyper)
         z = self.out_norm(x).mean(1)
         return {
-            "score": self.score_head(z).squeeze(-1),
-            "logits": self.class_head(z),
+            "z": z,
             "completeness": w,
             "h_t": h_t,
             "h_a": h_a,
@@ -230,6 +249,28 @@ class LNLN(nn.Module):
 
     def reconstruct(self, m: int, tokens: torch.Tensor) -> torch.Tensor:
         return self.recon[m](tokens)
+
+
+def upgrade_state_dict(sd: dict[str, torch.Tensor], init_spread: float = 0.3) -> dict[str, torch.Tensor]:
+    """A state dict of the earlier LNLN (separate ``score_head`` and ``class_head``) for this
+    one: the trunk is kept, the ordinal head starts from the old score head (raw score) and a
+    constant spread ``init_spread``; the old class head is dropped. A current state dict is
+    returned unchanged."""
+    if "head.1.weight" in sd:
+        return sd
+    sd = {k: v for k, v in sd.items() if not k.startswith(("score_head.", "class_head."))} | {
+        "head.1.weight": torch.cat([_old(sd, "score_head.1.weight"), torch.zeros_like(_old(sd, "score_head.1.weight"))]),
+        "head.1.bias": torch.cat(
+            [_old(sd, "score_head.1.bias"), torch.tensor([float(np.log(np.expm1(init_spread - MIN_SPREAD)))])]
+        ),
+    }
+    return sd
+
+
+def _old(sd, key):
+    if key not in sd:
+        raise KeyError(f"not an LNLN state dict: {key} missing")
+    return sd[key]
 
 
 class LNLNInference(nn.Module):
