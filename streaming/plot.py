@@ -39,14 +39,22 @@ def timeline_figure(rows: list[dict], faults=(), title: str = "", horizon: float
         lo, hi = confidence_band(s, c)
         ax.fill_between(t, lo, hi, color="#1f77b4", alpha=0.18, step=None, label="confidence band")
         ax.plot(t, s, "-o", color="#1f77b4", ms=3, lw=1.5, label="fused score")
+        # each window stands for the stretch since the previous window's end (the first, and
+        # a recording shorter than one window, for its own span)
+        t0 = np.array([r.get("t_start", r["t_end"] - 1.0) for r in rows], float)
+        left = np.maximum(t0, np.concatenate([[-np.inf], t[:-1]]))
+        width = np.maximum(t - left, 1e-3)
         probs = np.array([[r["confidences"][k] for k in SENTIMENT_CLASSES] for r in rows])
-        axp.stackplot(t, probs.T, colors=[CLASS_COLOURS[k] for k in SENTIMENT_CLASSES], labels=SENTIMENT_CLASSES, alpha=0.8)
+        bottom = np.zeros(len(rows))
+        for j, k in enumerate(SENTIMENT_CLASSES):
+            axp.bar(left, probs[:, j], width, bottom=bottom, align="edge", color=CLASS_COLOURS[k], label=k, alpha=0.8, lw=0)
+            bottom += probs[:, j]
         for i, m in enumerate(MODALITIES):
             states = [r["modalities"][m.value]["state"] for r in rows]
-            hop = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
-            for tt, st in zip(t, states):
-                axh.barh(i, hop, left=tt - hop, color=STATE_COLOURS.get(st, "#777"), height=0.7, edgecolor="none")
-        x0 = t.min() - 3 if horizon is None else max(t.max() - horizon, t.min() - 3)
+            for a, w, st in zip(left, width, states):
+                axh.barh(i, w, left=a, color=STATE_COLOURS.get(st, "#777"), height=0.7, edgecolor="none")
+        first = min(t0.min(), t.min() - 3)
+        x0 = first if horizon is None else max(t.max() - horizon, first)
         ax.set_xlim(x0, t.max() + 0.2)
     x_lo = ax.get_xlim()[0] if rows else -math.inf
     for f in faults:
