@@ -28,12 +28,12 @@ hyper-modality layers; about 1 M parameters):
    hyper-modality tokens (start at ones) are updated layer by layer by language-queried
    attention over audio and over vision; a cross-Transformer lets the language attend to
    the hyper tokens; the mean of its tokens feeds the ordinal head.
+6. Reconstructor (training): maps each modality's tokens from incomplete input to those
+   from complete input (MSE).
 7. Ordinal head (``models.ordinal``): one linear map gives a score, bounded smoothly to
    (-3, 3), and a spread; the three class logits are ``-distance(score, class interval) /
    spread``, so the label (the class whose interval holds the score), the probabilities
    and the confidence come out together and never contradict each other.
-6. Reconstructor (training): maps each modality's tokens from incomplete input to those
-   from complete input (MSE).
 With every modality absent only learned tokens remain, so the output is finite; the
 runtime then reports the training prior (see ``models.runtime``).
 """
