@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from models import checkpoint
 from models.encoders.audio import AudioEncoder, AudioEncoderConfig
 from models.encoders.face import FaceEncoder, FaceEncoderConfig, encode_faces
 from models.encoders.text import TextEncoder, TextEncoderConfig
-from models.fusion.lnln import LNLN, LNLNConfig, upgrade_state_dict
+from models.fusion.lnln import LNLN, LNLNConfig
 from models.labels import EMOTIONS, FER_EMOTIONS
 from models.paths import assets_dir
 from models.types import (
@@ -53,18 +52,6 @@ SHIPPED = {
     "fusion": (LNLN, LNLNConfig),
 }
 FUSION_INPUTS = ("text", "text_valid", "audio", "audio_valid", "vision", "vision_valid", "evidence", "present")
-
-
-def _load_weights(path: Path, model_cls, config_cls):
-    """A shipped model from its safetensors (an earlier LNLN's separate heads upgraded, with a warning)."""
-    if model_cls is not LNLN:
-        return checkpoint.load(path, model_cls, config_cls)[0]
-    sd, meta = checkpoint.read(path)
-    model = LNLN(config_cls(**meta["config"]) if "config" in meta else config_cls())
-    if "head.1.weight" not in sd:
-        warnings.warn(f"{path}: fusion weights from before the ordinal head; its score head is used with a fixed spread")
-    model.load_state_dict(upgrade_state_dict(sd), strict=True)
-    return model.eval()
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -103,11 +90,13 @@ class SentimentModel:
     @classmethod
     def load(cls, assets: str | Path | None = None, use_onnx: bool = True, threads: int = 1) -> "SentimentModel":
         a = assets_dir(assets)
-        m = {name: _load_weights(a / "weights" / f"{name}.safetensors", *c) for name, c in SHIPPED.items()}
         runtime = json.loads((a / "runtime.json").read_text())
-        if "unimodal_spread" not in runtime:
-            warnings.warn(f"{a / 'runtime.json'} has no unimodal_spread (written before the ordinal outputs): spreads of 1 used")
-            runtime["unimodal_spread"] = [1.0, 1.0, 1.0]
+        if "unimodal_spread" not in runtime:  # its fusion.onnx would give the old, incoherent class logits
+            raise ValueError(
+                f"{a} was written before the ordinal outputs: run python -m models.train --stages "
+                "calibrate,fusion_head,select,package and python -m models.export"
+            )
+        m = {name: checkpoint.load(a / "weights" / f"{name}.safetensors", *c)[0] for name, c in SHIPPED.items()}
         stack = UnimodalStack(m["text_encoder"], m["audio_encoder"], m["face_encoder"])
         stack.temperature.copy_(torch.tensor(runtime["unimodal_temperature"]))
         stack.class_scores.copy_(torch.tensor(runtime["class_scores"]))

@@ -563,7 +563,7 @@ def calibrate(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     and the mean text score of each sentiment class (train)."""
     stack = load_stack(run)
     feats, _, vcls, _ = _text_split(cache, "valid", data_root, cfg.limit)
-    _, t_logits = predict_text(stack.text, feats)
+    t_scores, t_logits = predict_text(stack.text, feats)
     t_temp = fit_temperature(t_logits, vcls)
 
     df, clean, by_row, _ = _speech_tables(cache, data_root)
@@ -583,7 +583,6 @@ def calibrate(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
 
     # ordinal spread of each modality's own estimate (``models.ordinal``), on the same
     # validation data, the scores computed as ``UnimodalStack`` computes them
-    t_scores, _ = predict_text(stack.text, feats)
     t_spread = fit_spread(np.clip(t_scores, -3, 3), vcls)
     cs = np.array(class_scores)
     a_sent = torch.softmax(torch.from_numpy(a_logits) / a_temp, -1).numpy() @ sentiment_matrix(EMOTIONS)

@@ -47,11 +47,6 @@ from streaming.windowing import AnalysedFrame, AudioTrack, VisionTrack, Windower
 VISION_FRAMES = 15  # frames per window the fusion model was trained with (5 per second)
 
 
-def _duration(chunk: AudioChunk) -> float:
-    n = len(chunk.samples) if np.ndim(chunk.samples) == 1 else 0
-    return n / chunk.rate if chunk.rate else 0.0
-
-
 @dataclass
 class PipelineConfig:
     window_s: float = 3.0
@@ -169,7 +164,7 @@ class Pipeline:
         with self._lock:
             if isinstance(item, (VideoFrame, AudioChunk)):
                 # a frame stands for one analysis period; a chunk ends after its samples
-                end = item.t + 1.0 / self.cfg.vision_fps if isinstance(item, VideoFrame) else item.t + _duration(item)
+                end = item.t + 1.0 / self.cfg.vision_fps if isinstance(item, VideoFrame) else item.end
                 self._data_end = max(self._data_end, end)
             if isinstance(item, VideoFrame):
                 for f in self.faults.video(item):
@@ -184,11 +179,15 @@ class Pipeline:
     def advance(self, now: float) -> list[WindowResult]:
         """Time passes with no new item: releases delayed items, emits due windows."""
         with self._lock:
-            for f in self.faults.release(Modality.VISION, now):
-                self._video(f, now)
-            for c in self.faults.release(Modality.AUDIO, now):
-                self._audio(c, now)
+            self._release(now)
             return self._advance(now)
+
+    def _release(self, now: float) -> None:
+        """Delayed items whose time has come go in (a delay fault holds them back)."""
+        for f in self.faults.release(Modality.VISION, now):
+            self._video(f, now)
+        for c in self.faults.release(Modality.AUDIO, now):
+            self._audio(c, now)
 
     def source_error(self, modality: Modality | str, message: str) -> None:
         """A device is missing or failed: the modality is DROPPED with this reason."""
@@ -233,9 +232,8 @@ class Pipeline:
 
     def _audio(self, chunk: AudioChunk, now: float) -> None:
         check = self._audio_check.chunk(chunk.samples, chunk.rate)
-        n = len(chunk.samples) if np.ndim(chunk.samples) == 1 else 0
-        duration = n / chunk.rate if chunk.rate else 0.0
-        self.health.observe(Modality.AUDIO, chunk.t, duration, check, now)
+        self.health.observe(Modality.AUDIO, chunk.t, chunk.duration, check, now)
+        n = len(chunk.samples) if chunk.duration else 0
         if n and chunk.rate == SAMPLE_RATE:
             samples = np.asarray(chunk.samples, np.float32) if check.usable else np.zeros(n, np.float32)
             self.audio.write(chunk.t, samples, check.usable)
@@ -346,10 +344,7 @@ class Pipeline:
             if self._clock == -np.inf:
                 return []
             end = max(self._data_end if end is None else float(end), self._clock)
-            for f in self.faults.release(Modality.VISION, end):
-                self._video(f, end)
-            for c in self.faults.release(Modality.AUDIO, end):
-                self._audio(c, end)
+            self._release(end)
             if self._asr is not None and not self.faults.text_outage(end):
                 if self._asr_thread is not None:
                     self._transcript = self._asr_thread.flush(end)

@@ -49,6 +49,10 @@ class AudioChunk:
 
     @property
     def duration(self) -> float:
+        """Seconds of samples; 0 for a malformed chunk (not 1-D, or no rate), which the
+        pipeline's checks reject."""
+        if np.ndim(self.samples) != 1 or not self.rate:
+            return 0.0
         return len(self.samples) / self.rate
 
     @property

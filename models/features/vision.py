@@ -174,15 +174,21 @@ def _overlap(a, b) -> float:
     return w * h / small if small > 0 else 0.0
 
 
+def distinct_boxes(boxes: list[tuple[float, float, float, float]], overlap: float = 0.5) -> list[int]:
+    """Indices of the boxes that are different faces, largest first: a box lying mostly (more
+    than ``overlap`` of its area) inside a larger kept one counts once."""
+    keep: list[int] = []
+    for i in sorted(range(len(boxes)), key=lambda i: -(boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1])):
+        if all(_overlap(boxes[i], boxes[k]) <= overlap for k in keep):
+            keep.append(i)
+    return keep
+
+
 def distinct_faces(meshes: list[np.ndarray], overlap: float = 0.5) -> list[np.ndarray]:
     """Meshes that are different people. The video-mode tracker can hold a stale track, or a
     spurious small mesh, on the same face after a cut: a mesh lying mostly (more than
     ``overlap`` of its box) inside a larger one's box counts once."""
-    keep: list[np.ndarray] = []
-    for m in sorted(meshes, key=lambda a: -np.ptp(a[:, 0]) * np.ptp(a[:, 1])):
-        if all(_overlap(_box(m), _box(k)) <= overlap for k in keep):
-            keep.append(m)
-    return keep
+    return [meshes[i] for i in distinct_boxes([_box(m) for m in meshes], overlap)]
 
 
 def margin_crop_box(
@@ -291,11 +297,7 @@ class FaceAnalyzer:
             x1, y1 = min(float(w), (b.xmin + b.width) * w), min(float(h), (b.ymin + b.height) * h)
             if max(x1 - x0, y1 - y0) >= FALLBACK_MIN_FACE:
                 boxes.append((x0, y0, x1, y1))
-        boxes.sort(key=lambda a: -(a[2] - a[0]) * (a[3] - a[1]))
-        distinct: list[tuple[float, float, float, float]] = []
-        for b in boxes:
-            if all(_overlap(b, k) <= 0.5 for k in distinct):
-                distinct.append(b)
+        distinct = [boxes[i] for i in distinct_boxes(boxes)]
         n_detected = min(len(distinct), self._max_faces)
         for b in distinct[: self._max_faces]:
             x0, y0, x1, y1 = margin_crop_box(b, w, h)
