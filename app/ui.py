@@ -87,7 +87,8 @@ class WindowAnalyser:
                 rows.append([m.value, "absent", "", "", ""])
             else:
                 top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(e.detail.items(), key=lambda kv: -kv[1])[:3])
-                rows.append([m.value, e.label, f"{e.score:+.2f}", f"{e.confidence:.2f}", top])
+                conf = f"{e.confidence:.2f}" + ("" if e.in_domain >= 0.995 else f" (in-domain {e.in_domain:.2f})")
+                rows.append([m.value, e.label, f"{e.score:+.2f}", conf, top])
         summary = (
             f"**{r.label}** (score {r.score:+.2f} on -3..3, confidence {r.confidence:.2f}); "
             f"modalities used: {', '.join(m.value for m in r.used) or 'none, this is the prior'}"
@@ -129,12 +130,17 @@ def health_html(row: dict | None, errors: dict[str, str] | None = None) -> str:
 def score_html(row: dict | None) -> str:
     if row is None:
         return "<div style='font-size:1.1em;color:#666'>waiting for the first window...</div>"
-    s = row["score"]
+    # the headline is the smoothed estimate (streaming.smoothing); the window's own beside it
+    s = row.get("smoothed_score", row["score"])
+    label = row.get("smoothed_label", row["label"])
+    conf = row.get("smoothed_confidence", row["confidence"])
     pos = (s + 3) / 6 * 100
     return (
-        f"<div style='font-size:1.6em'><b>{row['label']}</b> &nbsp; score {s:+.2f} "
+        f"<div style='font-size:1.6em'><b>{label}</b> &nbsp; score {s:+.2f} "
         f"<span style='font-size:0.6em;color:#555'>(-3 very negative .. +3 very positive), confidence "
-        f"{row['confidence']:.2f}, window {row['t_start']:.0f}-{row['t_end']:.0f} s</span></div>"
+        f"{conf:.2f}, over the latest windows to {row['t_end']:.0f} s; this window "
+        f"{row['t_start']:.0f}-{row['t_end']:.0f} s alone: {row['label']} {row['score']:+.2f} "
+        f"({row['confidence']:.2f})</span></div>"
         f"<div style='position:relative;height:10px;background:linear-gradient(90deg,#d62728,#9e9e9e,#1f77b4);"
         f"border-radius:5px;margin:4px 0'><div style='position:absolute;left:calc({pos:.1f}% - 3px);top:-3px;"
         f"width:6px;height:16px;background:#000;border-radius:2px'></div></div>"

@@ -18,6 +18,7 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +27,15 @@ from tqdm import tqdm
 
 from models import checkpoint, metrics
 from models.baselines import late_fusion
-from models.composed import ComposedData
+from models.composed import CLASS_MATCHED, REALISTIC, ComposedData, Composition
 from models.encoders.face import FRAME_FLIP, encode_faces
 from models.data import load_faces, load_speech, load_text
-from models.featurize import speech_features, text_features, text_features_at_rate
+from models.featurize import speech_features, text_features, text_features_at_rate, windows_by_clip
 from models.labels import EMOTIONS, FER_EMOTIONS, sentiment_index, sentiment_matrix
 from models.missing import SUBSET_NAMES, SUBSETS, TEST_RATES
 from models.paths import REPO_ROOT, assets_dir, cache_dir
 from models.runtime import SentimentModel
-from models.train import corpus_emotion_mask, face_view_features, predict_audio
+from models.train import clip_logits, corpus_emotion_mask, face_view_features, predict_audio
 from models.types import is_coherent, score_to_class
 from models.unimodal import pad_batch
 
@@ -171,11 +172,15 @@ def _mean_dicts(ds: list[dict]) -> dict:
 def evaluate_speech(model: SentimentModel, cache: Path, data_root) -> dict:
     df = load_speech(data_root)
     feats, extra = speech_features(cache, 0, data_root)
-    by_row = {int(r): i for i, r in enumerate(extra["row"])}
+    by_clip = windows_by_clip(extra)
     res = {}
     for corpus in ("ravdess", "emodb"):
         rows = np.flatnonzero((df["split"] == "test").to_numpy() & (df["corpus"] == corpus).to_numpy())
-        logits = predict_audio(model.stack.audio, [feats[by_row[r]].astype(np.float32) for r in rows])
+        # a clip's answer: the mean logits of its 3 s windows, each encoded alone as live
+        logits = clip_logits(model.stack.audio, feats, by_clip, rows)
+        widx = [i for r in rows for i in by_clip[int(r)]]
+        wtruth = df["emotion_idx"].to_numpy()[[int(extra["row"][i]) for i in widx]]
+        wz = np.where(corpus_emotion_mask(corpus), predict_audio(model.stack.audio, [feats[i].astype(np.float32) for i in widx]), -np.inf)
         allowed = corpus_emotion_mask(corpus)
         z = np.where(allowed, logits, -np.inf)
         pred = z.argmax(1)
@@ -189,6 +194,8 @@ def evaluate_speech(model: SentimentModel, cache: Path, data_root) -> dict:
             "n": int(len(rows)),
             "speakers": sorted(int(s) for s in set(df["speaker"].to_numpy()[rows])),
             "emotion_acc": round(100 * float(np.mean(pred == truth)), 2),
+            "emotion_acc_per_window": round(100 * float(np.mean(wz.argmax(1) == wtruth)), 2),
+            "n_windows": len(widx),
             "n_classes": int(allowed.sum()),
             "sentiment": _pct(metrics.classification(sent_p[keep], sent_truth[keep])),
             "confusion": _confusion(truth, pred, [EMOTIONS.index(n) for n in names]),
@@ -248,16 +255,21 @@ def evaluate_faces(model: SentimentModel, data_root, live_path: bool = True) -> 
 
 
 # ---------------------------------------------------------------- 5: composed windows
-def evaluate_composed(model: SentimentModel, cache: Path, data_root) -> dict:
-    """Composed test windows (test splits only), face views from the shipped face encoder."""
-    faces = load_faces("test", data_root)
-    views = face_view_features(model.stack.face, faces.images, np.random.default_rng(COMPOSED_SEED), desc="face views test")
-    data = ComposedData("test", cache, views, data_root)
-    specs = data.compose(np.random.default_rng(COMPOSED_SEED))
+def evaluate_composed(model: SentimentModel, cache: Path, data_root, how: Composition = REALISTIC, data=None) -> dict:
+    """Composed test windows (test splits only), face views from the shipped face encoder,
+    partners drawn as ``how`` says (``models.composed``). With every modality present and
+    no drops, also the mean fused confidence on windows whose modalities' classes agree
+    and on those where they conflict."""
+    if data is None:
+        faces = load_faces("test", data_root)
+        views = face_view_features(model.stack.face, faces.images, np.random.default_rng(COMPOSED_SEED), desc="face views test")
+        data = ComposedData("test", cache, views, data_root)
+    specs = data.compose(np.random.default_rng(COMPOSED_SEED), how=how)
+    conflict = np.array([s.conflict for s in specs])
     y = np.array([s.score for s in specs], np.float32)
     cls = np.array([s.cls for s in specs])
     conditions = [("rate", r, SUBSETS[0]) for r in TEST_RATES] + [("subset", 0.0, s) for s in SUBSETS]
-    res = {"n_windows": len(specs), "rates": {}, "subsets": {}}
+    res = {"n_windows": len(specs), "composition": asdict(how), "rates": {}, "subsets": {}}
     all_conf, all_correct = [], []
     # coherence: label (the class of the score) ranked first by the probabilities, in every
     # fused window and every unimodal estimate; and how often a clamp still fires (the text
@@ -317,6 +329,17 @@ def evaluate_composed(model: SentimentModel, cache: Path, data_root) -> dict:
             if name == "fusion":
                 all_conf.append(pr.max(1))
                 all_correct.append(pr.argmax(1) == cls)
+                if kind == "rate" and rate == 0.0:
+                    conf = pr.max(1)
+                    right = pr.argmax(1) == cls
+                    res["agreement"] = {
+                        "n_agree": int((~conflict).sum()),
+                        "n_conflict": int(conflict.sum()),
+                        "confidence_agree": round(100 * float(conf[~conflict].mean()), 2),
+                        "confidence_conflict": round(100 * float(conf[conflict].mean()), 2) if conflict.any() else None,
+                        "acc3_agree": round(100 * float(right[~conflict].mean()), 2),
+                        "acc3_conflict": round(100 * float(right[conflict].mean()), 2) if conflict.any() else None,
+                    }
         key = str(rate) if kind == "rate" else SUBSET_NAMES[subset]
         res["rates" if kind == "rate" else "subsets"][key] = row
     res["coherence"] = coh
@@ -410,10 +433,16 @@ def main(argv=None) -> None:
     if "faces" in sections:
         report["faces"] = evaluate_faces(model, args.data, not args.no_live_faces)
     if "composed" in sections:
-        comp = evaluate_composed(model, cache, args.data)
+        faces = load_faces("test", args.data)
+        views = face_view_features(model.stack.face, faces.images, np.random.default_rng(COMPOSED_SEED), desc="face views test")
+        data = ComposedData("test", cache, views, args.data)
+        comp = evaluate_composed(model, cache, args.data, REALISTIC, data)
         conf, correct = comp.pop("_reliability")
         np.savez(run / "reliability.npz", confidence=np.asarray(conf, np.float32), correct=np.asarray(correct, np.int8))
         report["composed"] = comp
+        old = evaluate_composed(model, cache, args.data, CLASS_MATCHED, data)
+        old.pop("_reliability")
+        report["composed_class_matched"] = old
     if "speed" in sections:
         report["speed"] = benchmark_fusion(assets)
     report["meta"] = {

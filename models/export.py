@@ -19,7 +19,7 @@ import torch
 from models import checkpoint
 from models.encoders.audio import AudioEncoder, AudioEncoderConfig
 from models.encoders.face import INPUT, FaceEncoder, FaceEncoderConfig
-from models.fusion.lnln import EVIDENCE_DIM, LNLN, LNLNConfig, LNLNInference
+from models.fusion.lnln import EVIDENCE_DIM, EVIDENCE_DIMS, LNLN, LNLNConfig, LNLNInference
 from models.paths import assets_dir
 from models.runtime import FUSION_INPUTS
 
@@ -36,7 +36,7 @@ def random_fusion_inputs(
         "audio_valid": rng.random((b, la)) < 0.8,
         "vision": rng.normal(size=(b, lv, cfg.vision_dim)).astype(np.float32),
         "vision_valid": rng.random((b, lv)) < 0.8,
-        "evidence": rng.random((b, EVIDENCE_DIM)).astype(np.float32) * present.repeat([4, 12, 10], axis=1),
+        "evidence": rng.random((b, EVIDENCE_DIM)).astype(np.float32) * present.repeat([EVIDENCE_DIMS[k] for k in ("text", "audio", "vision")], axis=1),
         "present": present,
     }
 
@@ -59,7 +59,7 @@ def export_fusion(model: LNLN, path: Path) -> None:
         {0: b},
         {0: b},
     )
-    _export(wrapped, args, path, list(FUSION_INPUTS), ["score", "logits", "completeness"], shapes)
+    _export(wrapped, args, path, list(FUSION_INPUTS), ["score", "logits", "completeness", "spread"], shapes)
 
 
 class AudioOutputs(torch.nn.Module):

@@ -5,9 +5,10 @@ Files (npz, loaded with allow_pickle=False):
 - ``text_{corpus}.npz``          MiniLM token features of every sentence (clean);
 - ``text_{corpus}_drop{k}.npz``  the train sentences again with word pieces dropped to
                                  [UNK] at a per-sentence rate r ~ U(0, 1) (LNLN's scheme);
-- ``speech.npz``                 audio features of every RAVDESS / EmoDB clip;
-- ``speech_aug{k}.npz``          train-speaker clips with augmentation k (1: noise at a
-                                 random SNR and gain, 2: speed perturbation 0.9-1.1 and noise).
+- ``speech_win.npz``             audio features of 3 s windows of every RAVDESS / EmoDB
+                                 clip, each window encoded alone as the live pipeline does;
+- ``speech_win_aug{k}.npz``      windows of train-speaker clips under augmentation k (1:
+                                 gain, room, noise; 2: speed, codec, noise).
 A file is rebuilt when it is missing; delete the folder to start over.
 """
 
@@ -21,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.data import load_speech, load_text
-from models.features.audio import SAMPLE_RATE, AudioFeatureExtractor
+from models.features.audio import SAMPLE_RATE, WINDOW_SAMPLES, AudioFeatureExtractor
 
 TEXT_TRAIN_CORPORA = ("mosi", "mosei")
 N_TEXT_VARIANTS = 2
@@ -114,7 +115,38 @@ def text_features_at_rate(cache: Path, corpus: str, split: str, rate: float, see
 
 
 # ---------------------------------------------------------------- speech
+def _room(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A synthetic room: convolution with exponentially decaying noise (RT60 0.2-0.8 s)
+    after a direct path, the level kept."""
+    from scipy.signal import fftconvolve
+
+    rt60 = rng.uniform(0.2, 0.8)
+    n = int(rt60 * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    ir = rng.normal(0, 1, n) * np.exp(-6.9 * t / rt60)
+    ir *= rng.uniform(0.1, 0.5) / (np.sqrt((ir**2).sum()) + 1e-12)
+    ir[0] = 1.0
+    out = fftconvolve(a, ir)[: len(a)]
+    return (out * np.sqrt((a**2).mean() / ((out**2).mean() + 1e-12))).astype(np.float32)
+
+
+def _codec(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A telephone-like codec: band-limited through 8 kHz and 8-bit mu-law."""
+    from scipy.signal import resample_poly
+
+    low = resample_poly(a, 1, 2)
+    mu = 255.0
+    peak = np.abs(low).max() + 1e-9
+    x = low / peak
+    q = np.round((np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)) * 127) / 127
+    x = np.sign(q) * np.expm1(np.abs(q) * np.log1p(mu)) / mu
+    return resample_poly(x * peak, 2, 1)[: len(a)].astype(np.float32)
+
+
 def _augment(audio: np.ndarray, kind: int, rng: np.random.Generator) -> np.ndarray:
+    """Natural-recording conditions for acted studio speech. Kind 1: gain, a room (half the
+    clips) and noise; kind 2: speed 0.9-1.1, a codec (half the clips) and noise. Noise:
+    white or pink-ish at an SNR of 5-35 dB; gain -20..+6 dB before it."""
     from scipy.signal import resample_poly
 
     a = audio.astype(np.float32)
@@ -122,9 +154,13 @@ def _augment(audio: np.ndarray, kind: int, rng: np.random.Generator) -> np.ndarr
         speed = rng.uniform(0.9, 1.1)
         up = int(round(100 / speed))
         a = resample_poly(a, up, 100).astype(np.float32)
-    gain = 10 ** (rng.uniform(-6, 6) / 20)
+        if rng.random() < 0.5:
+            a = _codec(a, rng)
+    elif rng.random() < 0.5:
+        a = _room(a, rng)
+    gain = 10 ** (rng.uniform(-20, 6) / 20)
     a = a * gain
-    snr_db = rng.uniform(10, 35)
+    snr_db = rng.uniform(5, 35)
     p = np.mean(a**2) + 1e-10
     noise = rng.normal(0, np.sqrt(p / 10 ** (snr_db / 10)), len(a)).astype(np.float32)
     if rng.random() < 0.5:  # pink-ish: integrate white noise a little
@@ -134,24 +170,58 @@ def _augment(audio: np.ndarray, kind: int, rng: np.random.Generator) -> np.ndarr
     return np.clip(a + noise, -1, 1).astype(np.float32)
 
 
+def window_starts(n_samples: int, k: int, rng: np.random.Generator | None = None) -> list[int]:
+    """Sample offsets of the windows cut from a clip of n_samples: the whole clip when it
+    is no longer than one window; else the first, middle and last window (k = 3) or, with
+    ``rng``, k random offsets."""
+    span = n_samples - WINDOW_SAMPLES
+    if span <= 0:
+        return [0]
+    if rng is not None:
+        return sorted(int(x) for x in rng.integers(0, span + 1, k))
+    return sorted({0, span // 2, span}) if k >= 3 else sorted({0, span})[:k]
+
+
+def window_features(extractor: AudioFeatureExtractor, audio: np.ndarray, start: int) -> np.ndarray:
+    """[F, 387] features of the window at ``start`` of a clip: exactly what the live
+    pipeline computes for a window holding those samples (one window encoded alone,
+    loudness-normalised by the extractor)."""
+    return extractor(audio[start : start + WINDOW_SAMPLES])
+
+
 def speech_features(cache: Path, variant: int = 0, data_root=None, extractor: AudioFeatureExtractor | None = None):
-    """(Ragged [F, 387] features, extra with 'row': the row in ``load_speech()`` of each clip).
-    Variant 0: all clips; k > 0: train-speaker clips under augmentation k."""
-    path = cache / ("speech.npz" if variant == 0 else f"speech_aug{variant}.npz")
+    """(Ragged [F, 387] features of clip windows, extra): each window is ``WINDOW_SECONDS``
+    of one clip (the whole clip when shorter) encoded alone, as the live pipeline encodes
+    its windows (``window_features``). extra['row']: the row in ``load_speech()`` of each
+    window's clip; extra['start']: its first sample. Variant 0: every clip, its first,
+    middle and last window; k > 0: train-speaker clips under augmentation k, two random
+    windows each."""
+    path = cache / ("speech_win.npz" if variant == 0 else f"speech_win_aug{variant}.npz")
     if not path.exists():
         ex = extractor or AudioFeatureExtractor(threads=2)
         df = load_speech(data_root)
         rows = np.arange(len(df)) if variant == 0 else np.flatnonzero(df["split"].to_numpy() == "train")
         rng = np.random.default_rng(SEED + 100 + variant)
-        seqs = []
+        seqs, win_rows, starts = [], [], []
         import soundfile as sf  # imported here: training stages without audio run where libsndfile is absent
 
-        for r in tqdm(rows, desc=f"audio features v{variant}", unit="clip"):
+        for r in tqdm(rows, desc=f"audio window features v{variant}", unit="clip"):
             a, sr = sf.read(df["path"].iloc[r], dtype="float32")
             if sr != SAMPLE_RATE or a.ndim != 1:
                 raise ValueError(f"{df['path'].iloc[r]}: expected 16 kHz mono")
             if variant:
                 a = _augment(a, variant, rng)
-            seqs.append(ex(a))
-        save_ragged(path, Ragged.from_list(seqs), row=rows)
+            for st in window_starts(len(a), 3 if variant == 0 else 2, rng if variant else None):
+                seqs.append(window_features(ex, a, st))
+                win_rows.append(r)
+                starts.append(st)
+        save_ragged(path, Ragged.from_list(seqs), row=np.array(win_rows, np.int64), start=np.array(starts, np.int64))
     return load_ragged(path)
+
+
+def windows_by_clip(extra: dict[str, np.ndarray]) -> dict[int, list[int]]:
+    """Clip row -> indices of its windows in a ``speech_features`` table."""
+    out: dict[int, list[int]] = {}
+    for i, r in enumerate(extra["row"]):
+        out.setdefault(int(r), []).append(i)
+    return out

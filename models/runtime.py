@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import checkpoint
+from models import checkpoint, domain
+from models.agreement import combine
 from models.encoders.audio import AudioEncoder, AudioEncoderConfig
 from models.encoders.face import FaceEncoder, FaceEncoderConfig, encode_faces
 from models.encoders.text import TextEncoder, TextEncoderConfig
@@ -66,6 +67,7 @@ class SentimentModel:
         self.fusion = fusion.eval()
         self.cfg = runtime
         self.fusion_temperature = float(runtime.get("fusion_temperature", 1.0))
+        self.conflict_gain = float(runtime.get("conflict_gain", 0.0))
         self.prior_probs = np.asarray(runtime["prior_probs"], np.float64)
         self.prior_score = float(runtime["prior_score"])
         if not is_coherent(self.prior_score, self.prior_probs):
@@ -91,16 +93,17 @@ class SentimentModel:
     def load(cls, assets: str | Path | None = None, use_onnx: bool = True, threads: int = 1) -> "SentimentModel":
         a = assets_dir(assets)
         runtime = json.loads((a / "runtime.json").read_text())
-        if "unimodal_spread" not in runtime:  # its fusion.onnx would give the old, incoherent class logits
+        if "unimodal_spread" not in runtime or not (a / "weights" / "domain.safetensors").is_file():
             raise ValueError(
-                f"{a} was written before the ordinal outputs: run python -m models.train --stages "
-                "calibrate,fusion_head,select,package and python -m models.export"
+                f"{a} was written before the in-domain scores and the spread output: retrain "
+                "(python -m models.train) and run python -m models.export"
             )
         m = {name: checkpoint.load(a / "weights" / f"{name}.safetensors", *c)[0] for name, c in SHIPPED.items()}
         stack = UnimodalStack(m["text_encoder"], m["audio_encoder"], m["face_encoder"])
         stack.temperature.copy_(torch.tensor(runtime["unimodal_temperature"]))
         stack.class_scores.copy_(torch.tensor(runtime["class_scores"]))
         stack.spread.copy_(torch.tensor(runtime["unimodal_spread"]))
+        stack.load_domain(domain.load(a / "weights" / "domain.safetensors"))
         onnx = a / "onnx" / "fusion.onnx" if use_onnx else None
         return cls(stack, m["fusion"], runtime, onnx, threads)
 
@@ -151,29 +154,35 @@ class SentimentModel:
 
     # ------------------------------------------------------------ inference
     def _fusion(self, inputs: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        """(score [B], spread [B]) of the fusion model."""
         if self._session is not None:
             feed = {k: inputs[k].numpy() for k in FUSION_INPUTS}
-            score, logits, _ = self._session.run(None, feed)
-            return score, logits
+            score, _, _, spread = self._session.run(None, feed)
+            return score, spread
         out = self.fusion(*(inputs[k] for k in FUSION_INPUTS))
-        return out["score"].numpy(), out["logits"].numpy()
+        return out["score"].numpy(), out["spread"].numpy()
 
     @torch.no_grad()
     def fuse(self, s: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
         """(scores [B] in [-3, 3], calibrated probabilities [B, 3]) of a batch of
-        ``UnimodalStack`` outputs: the fusion model's, except in rows where one modality alone
-        is present and runtime.json lists it under ``single_modality_fallback`` (its encoder
-        did better than the fusion on such validation windows): those rows get that
-        encoder's own calibrated estimate. Both come from ordinal heads (``models.ordinal``),
-        so each row's probabilities rank its score's class first; dividing the ordinal
-        logits by the calibration temperature keeps that order. Used by ``predict`` and by
-        the evaluation."""
-        score, logits = self._fusion(s)
-        score = np.asarray(score, np.float64)  # bounded to (-3, 3) by the head: no clamp
-        probs = _softmax(np.asarray(logits, np.float64) / self.fusion_temperature)
+        ``UnimodalStack`` outputs: the fusion model's score and spread, put against the
+        modalities' own estimates (``models.agreement``: confidence lowered by their
+        disagreement, score held within half a class of their range), except in rows where
+        one modality alone is present and runtime.json lists it under
+        ``single_modality_fallback`` (its encoder did better than the fusion on such
+        validation windows): those rows get that encoder's own estimate. Every row's
+        probabilities rank its score's class first (``models.ordinal``). Rows where no
+        modality reaches the fusion (none observed, or only gated ones) get the fusion's
+        answer on nothing, which ``predict`` replaces by the prior. Used by ``predict`` and
+        by the evaluation."""
+        score, spread = self._fusion(s)
+        est = np.stack([s[f"est_{k}_score"].numpy() for k in "tav"], 1)
+        observed = s["observed"].numpy().astype(bool)
+        weight = s["in_domain"].numpy()
+        score, probs = combine(score, spread, est, observed, weight, self.fusion_temperature, self.conflict_gain)
         pres = s["present"].numpy().astype(bool)
         for m in self.single_fallback:
-            only = pres[:, m] & (pres.sum(1) == 1)
+            only = pres[:, m] & (pres.sum(1) == 1) & (observed.sum(1) == 1)
             if only.any():
                 key = "tav"[m]
                 score[only] = s[f"est_{key}_score"].numpy()[only]
@@ -208,11 +217,13 @@ class SentimentModel:
             "vision_x": vx,
             "vision_valid": vv,
             "present": present,
+            "reliability": torch.tensor([[window.reliability_of(m) for m in MODALITIES]], dtype=torch.float32),
         }
         with self._lock:
             s = self.stack(batch)
             score, probs = self.fuse(s)
         probs = probs[0]
+        dom = s["in_domain"][0].numpy()
         per = {}
         emos = {Modality.AUDIO: ("est_a_emotions", EMOTIONS), Modality.VISION: ("est_v_emotions", FER_EMOTIONS)}
         for m, key in zip(MODALITIES, ("t", "a", "v")):
@@ -224,8 +235,14 @@ class SentimentModel:
             if m in emos:
                 k, names = emos[m]
                 detail = {n: float(v) for n, v in zip(names, s[k][0].numpy())}
-            per[m] = ModalityEstimate(score=float(s[f"est_{key}_score"][0]), probs=p, detail=detail)
-        return SentimentResult(score=float(score[0]), probs=probs, used=used, per_modality=per)
+            per[m] = ModalityEstimate(
+                score=float(s[f"est_{key}_score"][0]), probs=p, detail=detail, in_domain=float(dom[MODALITIES.index(m)])
+            )
+        fused = tuple(m for m, p in zip(MODALITIES, s["present"][0].tolist()) if p)
+        if not fused:  # only out-of-domain modalities: nothing reached the fusion
+            prior = self.prior()
+            return SentimentResult(score=prior.score, probs=prior.probs, used=(), per_modality=per)
+        return SentimentResult(score=float(score[0]), probs=probs, used=fused, per_modality=per)
 
 
 __all__ = ["SentimentModel", "SENTIMENT_CLASSES"]

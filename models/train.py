@@ -8,6 +8,7 @@ Stages (``--stages``, comma separated, default all but face_swa, in this order):
   face       facial expression encoder on FER-2013 train
   face_swa   (not by default) stochastic weight averaging of the face encoder
   views      face-encoder outputs of jittered views of every FER-2013 image (for windows)
+  domain     in-domain statistics of each encoder's window summaries (``models.domain``)
   calibrate  temperatures of the unimodal encoders on validation data
   fusion     LNLN on composed trimodal windows with LNLN's missing-data scheme
   fusion_head  (not by default) retrains only the fusion's ordinal head on a trained trunk
@@ -39,17 +40,19 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models import checkpoint
-from models.composed import FACE_VIEWS, ComposedData
+from models.composed import FACE_VIEWS, REALISTIC, TRAINING, ComposedData
 from models.data import load_faces, load_speech, load_text
 from models.encoders.audio import AudioEncoder, AudioEncoderConfig
 from models.encoders.face import FRAME_FLIP, INPUT, FaceEncoder, FaceEncoderConfig, encode_faces, normalise
 from models.encoders.text import TextEncoder, TextEncoderConfig
 from models.featurize import (
+    Ragged,
     N_SPEECH_VARIANTS,
     N_TEXT_VARIANTS,
     TEXT_TRAIN_CORPORA,
     speech_features,
     text_features,
+    windows_by_clip,
 )
 from models.fusion.lnln import LNLN, LNLNConfig, upgrade_state_dict
 from models.labels import EMODB_EMOTIONS, EMOTIONS, FER_EMOTIONS, RAVDESS_EMOTIONS, sentiment_index, sentiment_matrix
@@ -60,8 +63,8 @@ from models.paths import assets_dir, cache_dir
 from models.unimodal import UnimodalStack, pad_batch
 
 STAGES = (
-    "cache", "text", "text_states", "audio", "face", "face_swa", "views", "calibrate", "fusion", "fusion_head", "select",
-    "package",
+    "cache", "text", "text_states", "audio", "face", "face_swa", "views", "domain", "calibrate", "fusion", "fusion_head",
+    "select", "package",
 )
 #: What a plain run does. face_swa is optional: 4 SWA epochs took the validation accuracy
 #: from 68.5 to 67.6 in our run, so it is not run unless asked for. fusion_head is for a
@@ -82,7 +85,6 @@ class TrainConfig:
     audio_epochs: int = 40
     audio_batch: int = 32
     audio_lr: float = 1e-3
-    audio_crop_frames: int = 150
     # face encoder
     # chosen on validation among 22/40/60 epochs, width 32/40, CutMix 0/0.5 (assets/MODEL_CARD.md)
     face_epochs: int = 60
@@ -224,36 +226,51 @@ def text_states(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     from models.featurize import Ragged, save_ragged
 
     model, _ = checkpoint.load(run / "text_encoder.safetensors", TextEncoder, TextEncoderConfig)
-    for corpus in TEXT_TRAIN_CORPORA:
-        for k in range(N_TEXT_VARIANTS + 1):
-            rag, extra = text_features(cache, corpus, k, data_root)
-            index = extra["index"] if "index" in extra else np.arange(len(rag))
-            feats = [rag[i] for i in range(len(rag))]
-            order = np.argsort([len(f) for f in feats])
-            states: list = [None] * len(feats)
-            scores = np.zeros(len(feats), np.float32)
-            logits = np.zeros((len(feats), 3), np.float32)
-            for i in tqdm(range(0, len(order), 256), desc=f"text states {corpus} v{k}"):
-                idx = order[i : i + 256]
-                x, m = pad_batch([feats[j] for j in idx], 384)
-                out = model(x, m)
-                scores[idx] = out["score"].numpy()
-                logits[idx] = out["logits"].numpy()
-                for row, j in enumerate(idx):
-                    states[j] = out["states"][row, : len(feats[j])].numpy()
-            save_ragged(run / f"text_states_{corpus}_v{k}.npz", Ragged.from_list(states), index=index, score=scores, logits=logits)
+    # MELD (clean only): its neutral rows are the words of the neutral-words windows
+    todo = [(c, k) for c in TEXT_TRAIN_CORPORA for k in range(N_TEXT_VARIANTS + 1)] + [("meld", 0)]
+    for corpus, k in todo:
+        rag, extra = text_features(cache, corpus, k, data_root)
+        index = extra["index"] if "index" in extra else np.arange(len(rag))
+        feats = [rag[i] for i in range(len(rag))]
+        order = np.argsort([len(f) for f in feats])
+        states: list = [None] * len(feats)
+        scores = np.zeros(len(feats), np.float32)
+        logits = np.zeros((len(feats), 3), np.float32)
+        for i in tqdm(range(0, len(order), 256), desc=f"text states {corpus} v{k}"):
+            idx = order[i : i + 256]
+            x, m = pad_batch([feats[j] for j in idx], 384)
+            out = model(x, m)
+            scores[idx] = out["score"].numpy()
+            logits[idx] = out["logits"].numpy()
+            for row, j in enumerate(idx):
+                states[j] = out["states"][row, : len(feats[j])].numpy()
+        save_ragged(run / f"text_states_{corpus}_v{k}.npz", Ragged.from_list(states), index=index, score=scores, logits=logits)
 
 
 # ====================================================================== audio
 def _speech_tables(cache: Path, data_root):
+    """(speech table, clean window features, clip row -> its clean windows, and per
+    augmentation (window features, clip row -> its windows))."""
     df = load_speech(data_root)
     clean, extra = speech_features(cache, 0, data_root)
-    by_row = {int(r): i for i, r in enumerate(extra["row"])}
     variants = []
     for k in range(1, N_SPEECH_VARIANTS + 1):
         rag, e = speech_features(cache, k, data_root)
-        variants.append((rag, {int(r): i for i, r in enumerate(e["row"])}))
-    return df, clean, by_row, variants
+        variants.append((rag, windows_by_clip(e)))
+    return df, clean, windows_by_clip(extra), variants
+
+
+def clip_logits(model: AudioEncoder, feats, by_clip: dict[int, list[int]], rows) -> np.ndarray:
+    """Emotion logits [N, 9] of clips: the mean over each clip's windows (each window is
+    what the live pipeline would encode)."""
+    idx = [i for r in rows for i in by_clip[int(r)]]
+    logits = predict_audio(model, [feats[i].astype(np.float32) for i in idx])
+    out, k = np.zeros((len(rows), logits.shape[1]), np.float32), 0
+    for j, r in enumerate(rows):
+        n = len(by_clip[int(r)])
+        out[j] = logits[k : k + n].mean(0)
+        k += n
+    return out
 
 
 def corpus_emotion_mask(corpus: str) -> np.ndarray:
@@ -283,13 +300,12 @@ def restricted_accuracy(logits: np.ndarray, labels: np.ndarray, corpora: np.ndar
 def train_audio(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     seed_all(cfg.seed + 1)
     rng = np.random.default_rng(cfg.seed + 1)
-    df, clean, by_row, variants = _speech_tables(cache, data_root)
+    df, clean, by_clip, variants = _speech_tables(cache, data_root)
     train_rows = np.flatnonzero(df["split"].to_numpy() == "train")
     valid_rows = np.flatnonzero(df["split"].to_numpy() == "valid")
     if cfg.limit:
         train_rows, valid_rows = train_rows[: cfg.limit], valid_rows[: cfg.limit]
     labels = df["emotion_idx"].to_numpy()
-    vseqs = [clean[by_row[r]].astype(np.float32) for r in valid_rows]
 
     model = AudioEncoder(AudioEncoderConfig())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.audio_lr, weight_decay=1e-2)
@@ -304,11 +320,10 @@ def train_audio(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
             seqs, valids = [], []
             rates = draw_rates(len(rows), rng)[:, 1]
             for r, rate in zip(rows, rates):
+                # one window of the clip, clean or under an augmentation (natural conditions)
                 v = int(rng.integers(0, len(variants) + 1))
-                src = clean[by_row[r]] if v == 0 else variants[v - 1][0][variants[v - 1][1][r]]
-                n = len(src)
-                start = int(rng.integers(0, n - cfg.audio_crop_frames + 1)) if n > cfg.audio_crop_frames else 0
-                seg = src[start : start + cfg.audio_crop_frames].astype(np.float32)
+                rag, wins = (clean, by_clip) if v == 0 else variants[v - 1]
+                seg = rag[int(rng.choice(wins[int(r)]))].astype(np.float32)
                 valid = drop_steps(np.ones(len(seg), bool), rate, rng)
                 if not valid.any():
                     valid[rng.integers(len(valid))] = True
@@ -321,7 +336,9 @@ def train_audio(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-        acc = restricted_accuracy(predict_audio(model, vseqs), labels[valid_rows], df["corpus"].to_numpy()[valid_rows])
+        acc = restricted_accuracy(
+            clip_logits(model, clean, by_clip, valid_rows), labels[valid_rows], df["corpus"].to_numpy()[valid_rows]
+        )
         if acc >= best:
             best, best_state = acc, {k: v.clone() for k, v in model.state_dict().items()}
     print(f"  audio: best valid accuracy {100 * best:.1f}")
@@ -542,6 +559,53 @@ def face_views(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
         np.save(run / f"face_views_{split}.npy", out)
 
 
+# ====================================================================== in-domain statistics
+@torch.no_grad()
+def fit_domain(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:  # noqa: ARG001 - stage signature
+    """<run>/domain.safetensors: per modality, a Gaussian of the window summary vectors
+    (``UnimodalStack.summaries``) on training data and the distance percentiles on
+    validation data (``models.domain.fit``). Text: MOSI + MOSEI sentences (the text
+    encoder's states); audio: the speech clips' windows (training: clean and augmented);
+    vision: FER-2013 images, the mean of their jittered views (a still face's window)."""
+    from models import domain
+
+    summaries = {}
+    for split in ("train", "valid"):
+        vecs = []
+        for corpus in TEXT_TRAIN_CORPORA:
+            df = load_text(corpus, data_root)
+            with np.load(run / f"text_states_{corpus}_v0.npz") as z:
+                rag = Ragged(z["values"], z["offsets"])
+                where = {int(r): i for i, r in enumerate(z["index"])}
+            rows = np.flatnonzero(df["split"].to_numpy() == split)
+            vecs += [rag[where[int(r)]].astype(np.float32).mean(0) for r in rows]
+        summaries["t", split] = np.stack(vecs)
+    # audio: the mean Whisper part of each window (UnimodalStack.summaries); training
+    # windows clean and under the augmentations (those conditions are trained for)
+    df, clean, by_clip, variants = _speech_tables(cache, data_root)
+    split_of = df["split"].to_numpy()
+
+    def whisper_mean(rag, i):
+        return rag[i][:, :384].astype(np.float32).mean(0)
+
+    train_rows = set(np.flatnonzero(split_of == "train").tolist())
+    summaries["a", "train"] = np.stack(
+        [whisper_mean(clean, i) for r, idx in by_clip.items() if r in train_rows for i in idx]
+        + [whisper_mean(rag, i) for rag, wins in variants for r, idx in wins.items() if r in train_rows for i in idx]
+    )
+    summaries["a", "valid"] = np.stack(
+        [whisper_mean(clean, i) for r, idx in by_clip.items() if split_of[r] == "valid" for i in idx]
+    )
+    for split in ("train", "valid"):
+        views = np.load(run / f"face_views_{split}.npy")
+        summaries["v", split] = views[:, :, :128].astype(np.float32).mean(1)
+    stats = {}
+    for k in domain.KEYS:
+        stats[k] = domain.fit(summaries[k, "train"], summaries[k, "valid"])
+        print(f"  in-domain {k}: d50 {stats[k]['ref'][0]:.2f}, d95 {stats[k]['ref'][1]:.2f} (validation)")
+    domain.save(run / "domain.safetensors", stats)
+
+
 # ====================================================================== calibration
 def load_stack(run: Path) -> UnimodalStack:
     text, _ = checkpoint.load(run / "text_encoder.safetensors", TextEncoder, TextEncoderConfig)
@@ -555,6 +619,10 @@ def load_stack(run: Path) -> UnimodalStack:
         stack.class_scores.copy_(torch.tensor(c["class_scores"]))
         if "unimodal_spread" in c:
             stack.spread.copy_(torch.tensor(c["unimodal_spread"]))
+    if (run / "domain.safetensors").exists():
+        from models import domain
+
+        stack.load_domain(domain.load(run / "domain.safetensors"))
     return stack
 
 
@@ -566,9 +634,11 @@ def calibrate(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     t_scores, t_logits = predict_text(stack.text, feats)
     t_temp = fit_temperature(t_logits, vcls)
 
-    df, clean, by_row, _ = _speech_tables(cache, data_root)
-    rows = np.flatnonzero(df["split"].to_numpy() == "valid")
-    a_logits = predict_audio(stack.audio, [clean[by_row[r]].astype(np.float32) for r in rows])
+    df, clean, by_clip, _ = _speech_tables(cache, data_root)
+    clips = np.flatnonzero(df["split"].to_numpy() == "valid")
+    # per window, as live: every window of every validation clip with its clip's label
+    rows = np.array([r for r in clips for _ in by_clip[int(r)]])
+    a_logits = predict_audio(stack.audio, [clean[i].astype(np.float32) for r in clips for i in by_clip[int(r)]])
     a_temp = fit_temperature(a_logits, df["emotion_idx"].to_numpy()[rows])
 
     valid = load_faces("valid", data_root)
@@ -611,9 +681,10 @@ def fusion_inputs(s: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
 
 
 def valid_conditions(data: ComposedData, seed: int):
-    """Fixed validation batches: rates 0 / 0.5 / 0.9 (all modalities) and the six partial subsets."""
+    """Fixed validation batches, composed the realistic way (``models.composed.REALISTIC``):
+    rates 0 / 0.5 / 0.9 (all modalities) and the six partial subsets."""
     rng = np.random.default_rng(seed)
-    specs = data.compose(rng)
+    specs = data.compose(rng, how=REALISTIC)
     conds = [(r, SUBSETS[0]) for r in (0.0, 0.5, 0.9)] + [(0.0, s) for s in SUBSETS[1:]]
     out = []
     for rate, subset in conds:
@@ -642,7 +713,7 @@ def train_fusion(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     best, best_state = np.inf, None
     for epoch in range(cfg.fusion_epochs):
         model.train()
-        specs = train.compose(rng, rng.permutation(len(train))[:n_train])
+        specs = train.compose(rng, rng.permutation(len(train))[:n_train], TRAINING)
         bar = tqdm(range(0, len(specs), cfg.fusion_batch), desc=f"fusion epoch {epoch + 1}/{cfg.fusion_epochs}")
         for i in bar:
             sp = specs[i : i + cfg.fusion_batch]
@@ -730,7 +801,7 @@ def train_fusion_head(cfg: TrainConfig, cache: Path, run: Path, data_root) -> No
     best, best_state = _fusion_valid(model, vbatches), {k: v.clone() for k, v in model.state_dict().items()}
     print(f"  fusion head valid before training: {best:.4f}")
     for epoch in range(cfg.fusion_head_epochs):
-        specs = train.compose(rng, rng.permutation(len(train))[:n_train])
+        specs = train.compose(rng, rng.permutation(len(train))[:n_train], TRAINING)
         bar = tqdm(range(0, len(specs), cfg.fusion_batch), desc=f"fusion head epoch {epoch + 1}/{cfg.fusion_head_epochs}")
         for i in bar:
             sp = specs[i : i + cfg.fusion_batch]
@@ -758,18 +829,31 @@ def train_fusion_head(cfg: TrainConfig, cache: Path, run: Path, data_root) -> No
         if score < best:
             best, best_state = score, {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
-    _save_fusion(model, vbatches, run, best, **{k: v for k, v in meta.items() if k not in ("config", "temperature", "valid_score", "head")}, head=f"ordinal, retrained on a frozen trunk ({cfg.fusion_head_scope})")
+    _save_fusion(model, vbatches, run, best, **{k: v for k, v in meta.items() if k not in ("config", "temperature", "conflict_gain", "valid_score", "head")}, head=f"ordinal, retrained on a frozen trunk ({cfg.fusion_head_scope})")
 
 
 def _save_fusion(model: LNLN, vbatches, run: Path, valid_score: float, **meta) -> None:
-    """Fits the class temperature on the validation windows and writes <run>/fusion.safetensors."""
+    """Fits the class temperature and the conflict gain (``models.agreement.fit``) on the
+    validation windows and writes <run>/fusion.safetensors."""
+    from models.agreement import fit as fit_agreement
+
     model.eval()
+    parts = {k: [] for k in ("score", "spread", "est", "observed", "weight", "cls")}
     with torch.no_grad():  # (without it the graphs of every batch are kept: 20+ GB)
-        logits = torch.cat([model(*fusion_inputs(s))["logits"] for s, _, _ in vbatches]).numpy()
-    labels = torch.cat([c for _, _, c in vbatches]).numpy()
-    temp = fit_temperature(logits, labels)
-    print(f"  fusion class temperature {temp:.3f}")
-    checkpoint.save(run / "fusion.safetensors", model, model.cfg, valid_score=valid_score, temperature=temp, **meta)
+        for st, _, c in vbatches:
+            out = model(*fusion_inputs(st))
+            parts["score"].append(out["score"].numpy())
+            parts["spread"].append(out["spread"].numpy())
+            parts["est"].append(np.stack([st[f"est_{k}_score"].numpy() for k in "tav"], 1))
+            parts["observed"].append(st["observed"].numpy())
+            parts["weight"].append(st["in_domain"].numpy())
+            parts["cls"].append(c.numpy())
+    p = {k: np.concatenate(v) for k, v in parts.items()}
+    temp, gain = fit_agreement(p["score"], p["spread"], p["est"], p["observed"], p["weight"], p["cls"])
+    print(f"  fusion class temperature {temp:.3f}, conflict gain {gain:.2f}")
+    checkpoint.save(
+        run / "fusion.safetensors", model, model.cfg, valid_score=valid_score, temperature=temp, conflict_gain=gain, **meta
+    )
 
 
 @torch.no_grad()
@@ -795,9 +879,11 @@ def select(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     stack = load_stack(run)
     fusion, fmeta = checkpoint.load(run / "fusion.safetensors", LNLN, LNLNConfig)
     calib = json.loads((run / "calibration.json").read_text())
-    model = SentimentModel(stack, fusion, {**calib, "fusion_temperature": fmeta["temperature"]})
+    model = SentimentModel(
+        stack, fusion, {**calib, "fusion_temperature": fmeta["temperature"], "conflict_gain": fmeta.get("conflict_gain", 0.0)}
+    )
     valid = ComposedData("valid", cache, np.load(run / "face_views_valid.npy"), data_root)
-    specs = valid.compose(np.random.default_rng(cfg.seed + 5))
+    specs = valid.compose(np.random.default_rng(cfg.seed + 5), how=REALISTIC)
     if cfg.limit:
         specs = specs[: cfg.limit * 8]
     y = np.array([sp.score for sp in specs])
@@ -841,9 +927,13 @@ def package(cfg: TrainConfig, cache: Path, run: Path, data_root, assets: Path) -
         model, meta = checkpoint.load(run / f"{name}.safetensors", *classes)
         meta.pop("config", None)
         checkpoint.save(weights / f"{name}.safetensors", model, model.cfg, half=True, **meta)
+    import shutil
+
+    shutil.copyfile(run / "domain.safetensors", weights / "domain.safetensors")  # float32: precision matrices
     calib = json.loads((run / "calibration.json").read_text())
     _, fmeta = checkpoint.read(run / "fusion.safetensors")
     calib["fusion_temperature"] = fmeta["temperature"]
+    calib["conflict_gain"] = fmeta.get("conflict_gain", 0.0)
     sel = run / "selection.json"
     calib["single_modality_fallback"] = json.loads(sel.read_text())["single_modality_fallback"] if sel.exists() else []
     calib["train_config"] = asdict(cfg)
@@ -874,6 +964,7 @@ STAGE_FUNCTIONS = {
     "face": _without_assets(train_face),
     "face_swa": _without_assets(face_swa),
     "views": _without_assets(face_views),
+    "domain": _without_assets(fit_domain),
     "calibrate": _without_assets(calibrate),
     "fusion": _without_assets(train_fusion),
     "fusion_head": _without_assets(train_fusion_head),

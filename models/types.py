@@ -89,6 +89,16 @@ class WindowFeatures:
     text: SequenceFeatures | None = None
     audio: SequenceFeatures | None = None
     vision: SequenceFeatures | None = None
+    #: a factor in [0, 1] on a modality's in-domain score (``models.domain``) from what the
+    #: caller knows of the input: the pipeline sets the face's to the share of frames where
+    #: it is the only face in view (with several, the face read may not be the speaker's)
+    reliability: dict | None = None
+
+    def reliability_of(self, m: Modality) -> float:
+        r = 1.0 if not self.reliability else float(self.reliability.get(m, 1.0))
+        if not np.isfinite(r) or not 0.0 <= r <= 1.0:
+            raise ValueError(f"reliability of {m.value} must lie in [0, 1], not {r!r}")
+        return r
 
     def get(self, m: Modality) -> SequenceFeatures | None:
         return {Modality.TEXT: self.text, Modality.AUDIO: self.audio, Modality.VISION: self.vision}[m]
@@ -125,6 +135,7 @@ class ModalityEstimate(_Scored):
     score: float
     probs: np.ndarray  # [3] over SENTIMENT_CLASSES
     detail: dict[str, float] = field(default_factory=dict)  # e.g. emotion probabilities
+    in_domain: float = 1.0  # how in-domain the input was (``models.domain``); below its GATE the fusion did not read it
 
 
 @dataclass
@@ -133,7 +144,7 @@ class SentimentResult(_Scored):
 
     score: float  # [-3, 3]
     probs: np.ndarray  # [3] over SENTIMENT_CLASSES, sums to 1
-    used: tuple[Modality, ...]  # modalities that reached the model
+    used: tuple[Modality, ...]  # modalities that reached the fusion (an out-of-domain voice or face does not)
     per_modality: dict[Modality, ModalityEstimate] = field(default_factory=dict)
 
     def confidences(self) -> dict[str, float]:

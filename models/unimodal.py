@@ -11,6 +11,7 @@ Batch (torch, padded; masks True where a step holds an observation):
 - vision_x [B, Tv, 135], vision_valid [B, Tv]   per frame: face embedding (128) and
                                                 expression logits (7) of the face encoder
 - present [B, 3] bool                           text, audio, vision reached the model
+- reliability [B, 3] (optional)                 factors on the in-domain scores
 
 Each modality's own estimate is a score with ordinal probabilities (``models.ordinal``):
 text's score is the text encoder's, audio's and vision's the expected score of their
@@ -18,6 +19,12 @@ emotion-mapped sentiment probabilities; each modality's spread is fitted on vali
 data (``models.train``'s calibrate stage). So an estimate's label, probabilities and
 confidence agree with its score, as the fused result's do. The fusion model's evidence
 input keeps the encoders' own class probabilities, as it was trained.
+
+Each modality also gets an in-domain score (``models.domain``; 1 where the stats are not
+loaded): it is appended to that modality's evidence; a voice's or face's own estimate is
+shrunk towards neutral by it (score times in-domain, spread divided by it); and a voice or
+face below ``models.domain.GATE`` is not given to the fusion ("present" false, "observed"
+still true), while its own estimate is still returned.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import torch.nn as nn
 from models.encoders.audio import AudioEncoder, AudioEncoderConfig
 from models.encoders.face import FaceEncoder, FaceEncoderConfig
 from models.encoders.text import TextEncoder, TextEncoderConfig
+from models import domain
 from models.labels import EMOTIONS, FER_EMOTIONS, sentiment_matrix
 from models.layers import masked_mean
 from models.ordinal import ordinal_logits
@@ -53,8 +61,40 @@ class UnimodalStack(nn.Module):
         # ordinal spread of each modality's own estimate (text, audio, vision), fitted on
         # validation data after training
         self.register_buffer("spread", torch.ones(3))
+        # in-domain stats (``models.domain``); dom_fitted 0: not loaded, every score 1
+        for k, d in (("t", 384), ("a", 384), ("v", 128)):
+            self.register_buffer(f"dom_{k}_mean", torch.zeros(d))
+            self.register_buffer(f"dom_{k}_prec", torch.eye(d))
+            self.register_buffer(f"dom_{k}_ref", torch.tensor([1.0, 2.0]))
+        self.register_buffer("dom_fitted", torch.zeros(()))
         self.register_buffer("audio_map", torch.from_numpy(sentiment_matrix(EMOTIONS)))
         self.register_buffer("face_map", torch.from_numpy(sentiment_matrix(FER_EMOTIONS)))
+
+    def load_domain(self, stats: dict[str, dict]) -> None:
+        """In-domain stats (``models.domain.load`` / ``fit`` output) into the buffers."""
+        for k in domain.KEYS:
+            for name in ("mean", "prec", "ref"):
+                buf = getattr(self, f"dom_{k}_{name}")
+                v = torch.as_tensor(np.asarray(stats[k][name]), dtype=buf.dtype)
+                if v.shape != buf.shape:
+                    raise ValueError(f"domain stats {k}.{name}: shape {tuple(v.shape)}, expected {tuple(buf.shape)}")
+                buf.copy_(v)
+        self.dom_fitted.fill_(1.0)
+
+    def in_domain(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        """[B] in-domain score of summary vectors [B, D] of modality key ('t', 'a', 'v')."""
+        if not bool(self.dom_fitted):
+            return torch.ones(x.shape[0], dtype=x.dtype)
+        return domain.score_torch(x, getattr(self, f"dom_{key}_mean"), getattr(self, f"dom_{key}_prec"), getattr(self, f"dom_{key}_ref"))
+
+    @staticmethod
+    def summaries(t_states, tv, ax, av, vx, vv) -> dict[str, torch.Tensor]:
+        """The per-window summary vectors the in-domain scores read: the mean text-encoder
+        state; the mean of the audio input's Whisper part (acoustic conditions, voice and
+        speaking style as the recogniser's encoder hears them: the emotion encoder's own
+        pooled state turned out blind to them, scoring synthetic speech in domain); the
+        mean face embedding."""
+        return {"t": masked_mean(t_states, tv), "a": masked_mean(ax[..., :384], av), "v": masked_mean(vx[..., :128], vv)}
 
     def text_probs(self, logits):
         return (logits / self.temperature[0]).softmax(-1)
@@ -70,15 +110,16 @@ class UnimodalStack(nn.Module):
         """Returns the fusion inputs (text, text_valid, audio, audio_valid, vision,
         vision_valid, evidence, present) and per-modality estimates est_{t,a,v}_score [B],
         est_{t,a,v}_probs [B, 3] (ordinal, coherent with the score), est_a_emotions [B, 9],
-        est_v_emotions [B, 7], and est_t_clamped [B] (the text encoder's raw score lay
-        outside [-3, 3] and was clamped: counted by the evaluation)."""
+        est_v_emotions [B, 7], est_t_clamped [B] (the text encoder's raw score lay
+        outside [-3, 3] and was clamped: counted by the evaluation), observed [B, 3] (the
+        modality had input; "present" is that less the gated ones) and in_domain [B, 3]
+        (0 where not observed)."""
         present = batch["present"].bool()
         tv = batch["text_valid"].bool() & present[:, :1]
         av = batch["audio_valid"].bool() & present[:, 1:2]
         vv = batch["vision_valid"].bool() & present[:, 2:3]
         # a modality whose every step is missing is absent
-        present = present & torch.stack([tv.any(1), av.any(1), vv.any(1)], dim=1)
-        pt, pa, pv = (present[:, i : i + 1].float() for i in range(3))
+        observed = present & torch.stack([tv.any(1), av.any(1), vv.any(1)], dim=1)
 
         if "text_states" in batch:  # text encoder outputs computed ahead (training cache)
             t = {"states": batch["text_states"], "score": batch["text_score"], "logits": batch["text_logits"]}
@@ -96,19 +137,30 @@ class UnimodalStack(nn.Module):
         v_emotions = masked_mean(self.face_probs(vx[..., -len(FER_EMOTIONS) :]), vv)
         v_probs = v_emotions @ self.face_map
 
+        summ = self.summaries(t["states"], tv, batch["audio_x"], av, vx, vv)
+        dom = torch.stack([self.in_domain(k, summ[k]) for k in domain.KEYS], 1) * observed.float()
+        if "reliability" in batch:  # the caller's own knowledge of the input (WindowFeatures.reliability)
+            dom = dom * batch["reliability"].to(dom.dtype).clamp(0, 1)
+        gate = torch.tensor([False, True, True]) & (dom < domain.GATE)
+        present = observed & ~gate
+        pt, pa, pv = (present[:, i : i + 1].float() for i in range(3))
+
         evidence = torch.cat(
             [
-                torch.cat([t_score.unsqueeze(-1) / 3.0, t_probs], -1) * pt,
-                torch.cat([a_emotions, a_probs], -1) * pa,
-                torch.cat([v_emotions, v_probs], -1) * pv,
+                torch.cat([t_score.unsqueeze(-1) / 3.0, t_probs, dom[:, 0:1]], -1) * pt,
+                torch.cat([a_emotions, a_probs, dom[:, 1:2]], -1) * pa,
+                torch.cat([v_emotions, v_probs, dom[:, 2:3]], -1) * pv,
             ],
             dim=-1,
         )
-        a_score = a_probs @ self.class_scores
-        v_score = v_probs @ self.class_scores
+        # a voice's or face's own estimate counts as far as it is in domain
+        a_dom, v_dom = dom[:, 1].clamp_min(0.05), dom[:, 2].clamp_min(0.05)
+        a_score = (a_probs @ self.class_scores) * a_dom
+        v_score = (v_probs @ self.class_scores) * v_dom
 
-        def coherent(score, m):
-            return ordinal_logits(score, self.spread[m].expand_as(score)).softmax(-1)
+        def coherent(score, m, scale=None):
+            spread = self.spread[m].expand_as(score)
+            return ordinal_logits(score, spread if scale is None else spread / scale).softmax(-1)
 
         return {
             "text": t["states"],
@@ -119,14 +171,16 @@ class UnimodalStack(nn.Module):
             "vision_valid": vv,
             "evidence": evidence,
             "present": present,
+            "observed": observed,
+            "in_domain": dom,
             "est_t_score": t_score,
             "est_t_probs": coherent(t_score, 0),
             "est_t_clamped": t_clamped & present[:, 0],
             "est_a_score": a_score,
-            "est_a_probs": coherent(a_score, 1),
+            "est_a_probs": coherent(a_score, 1, a_dom),
             "est_a_emotions": a_emotions,
             "est_v_score": v_score,
-            "est_v_probs": coherent(v_score, 2),
+            "est_v_probs": coherent(v_score, 2, v_dom),
             "est_v_emotions": v_emotions,
         }
 

@@ -31,6 +31,15 @@ SCRIPT = (
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
 
+def line_sentiment(emotion: str) -> str:
+    """The sentiment class a script line stands for (its face's emotion mapped as the
+    models map it: ``models.labels``)."""
+    from models.labels import sentiment_index
+    from models.types import SENTIMENT_CLASSES
+
+    return SENTIMENT_CLASSES[sentiment_index(emotion)]
+
+
 def speak(text: str, rate_wpm: int = 150, voice: str = "en-us") -> np.ndarray:
     """float32 16 kHz speech of ``text`` by espeak-ng (RuntimeError when it is missing)."""
     import soundfile as sf

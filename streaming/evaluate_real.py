@@ -67,10 +67,13 @@ def window_record(w: WindowResult, prior_score: float, prior_probs: np.ndarray) 
             "confidence": None if est is None else round(est.confidence, 3),
             "probs": None if est is None else [round(float(p), 4) for p in est.probs],
             "coherent": None if est is None else est.coherent,
+            "in_domain": None if est is None else round(est.in_domain, 3),
         }
         if est is not None:
             scores[0, i], probs[0, i], present[0, i] = est.score, est.probs, True
     lf_s, lf_p = late_fusion(scores, probs, present, prior_score, prior_probs)
+    own = [e.score for e in r.per_modality.values()]
+    sm = w.current
     return {
         "t_start": round(w.t_start, 3),
         "t_end": round(w.t_end, 3),
@@ -79,6 +82,9 @@ def window_record(w: WindowResult, prior_score: float, prior_probs: np.ndarray) 
         "confidence": round(r.confidence, 3),
         "probs": [round(float(p), 4) for p in r.probs],
         "coherent": r.coherent,
+        # beyond half a class past every modality's own estimate (models.agreement.MARGIN)
+        "beyond": bool(own) and (r.score > max(own) + 0.5 + 1e-6 or r.score < min(own) - 0.5 - 1e-6),
+        "smoothed": {"label": sm.label, "score": round(sm.score, 3), "confidence": round(sm.confidence, 3)},
         "used": [m.value for m in r.used],
         "modalities": mods,
         "late_fusion": {"score": round(float(lf_s[0]), 3), "probs": [round(float(p), 4) for p in lf_p[0]]},
@@ -189,27 +195,89 @@ def evaluate_ravdess(model, root, actors: tuple[int, ...] | None = None, limit: 
     return out
 
 
+def flips(windows: list[dict], smoothed: bool = False, min_conf: float = 0.8) -> int:
+    """Negative <-> positive changes between adjacent windows, both at confidence >= min_conf."""
+    def lc(w):
+        x = w["smoothed"] if smoothed else w
+        return x["label"], x["confidence"]
+
+    n = 0
+    for a, b in zip(windows, windows[1:]):
+        (la, ca), (lb, cb) = lc(a), lc(b)
+        n += {la, lb} == {"negative", "positive"} and ca >= min_conf and cb >= min_conf
+    return n
+
+
+def follow_hops(windows: list[dict], lines: list, smoothed: bool) -> list[dict]:
+    """For each scripted change (line k > 0 of the demo clip, whose class differs from the
+    line before): how many hops after the first window lying wholly in the new line the
+    label first shows the new line's class (None: never, within that line and the next
+    hop)."""
+    from streaming.democlip import line_sentiment
+
+    out = []
+    for k in range(1, len(lines)):
+        new, old = line_sentiment(lines[k][3]), line_sentiment(lines[k - 1][3])
+        if new == old:
+            continue
+        start = k * (lines[1][0] - lines[0][0])  # the line's slot start (lead silence included)
+        idx = [i for i, w in enumerate(windows) if w["t_start"] >= start - 1e-6]
+        hops = None
+        if idx:
+            j0 = idx[0]
+            for j in range(j0, min(j0 + 4, len(windows))):
+                lab = (windows[j]["smoothed"] if smoothed else windows[j])["label"]
+                if lab == new:
+                    hops = j - j0
+                    break
+        out.append({"line": k, "from": old, "to": new, "hops": hops})
+    return out
+
+
 def evaluate_demo(model, asr) -> dict:
-    """Coherence of every window of the demo clip under the README's fault schedule."""
+    """The demo clip: clean (stability: flips and how fast the label follows each scripted
+    change, window's own and smoothed), and under the README's fault schedule (coherence,
+    bounds, flips)."""
     import tempfile
 
     from streaming.democlip import build_clip
     from streaming.simulate import build_pipeline, replay
 
+    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         clip = build_clip(Path(tmp) / "demo.mp4")
-        asr.reset()
-        pipe = build_pipeline(DEMO_FAULTS, asr_mode="sync", model=model, asr=asr)
-        try:
-            windows = replay(pipe, clip["path"], progress=False)
-        finally:
-            pipe.close()
+        for name, faults in (("clean", ""), ("faults", DEMO_FAULTS)):
+            asr.reset()
+            pipe = build_pipeline(faults, asr_mode="sync", model=model, asr=asr)
+            try:
+                windows = replay(pipe, clip["path"], progress=False)
+            finally:
+                pipe.close()
+            runs[name] = [window_record(w, model.prior_score, model.prior_probs) for w in windows]
+    clean = runs["clean"]
     return {
         "faults": DEMO_FAULTS,
-        "windows": len(windows),
-        "incoherent": sum(not w.result.coherent for w in windows),
-        "labels": [w.result.label for w in windows],
+        "lines": [list(x) for x in clip["lines"]],
+        "windows": len(runs["faults"]),
+        "incoherent": sum(not w["coherent"] for w in runs["faults"]),
+        "beyond": sum(w["beyond"] for r in runs.values() for w in r),
+        "flips": {name: {"window": flips(r), "smoothed": flips(r, True), "pairs": max(len(r) - 1, 0)} for name, r in runs.items()},
+        "follow": {"window": follow_hops(clean, clip["lines"], False), "smoothed": follow_hops(clean, clip["lines"], True)},
+        "labels": [w["label"] for w in runs["faults"]],
+        "runs": runs,
     }
+
+
+def voice_in_domain(real: list[dict], rav: list[dict]) -> dict[str, float]:
+    """Mean in-domain score of the voice over each real clip's windows (by file) and over
+    the RAVDESS test actors' windows."""
+    def mean(wins):
+        v = [w["modalities"]["audio"]["in_domain"] for w in wins if w["modalities"]["audio"]["in_domain"] is not None]
+        return round(float(np.mean(v)), 3) if v else None
+
+    out = {c["file"]: mean(c["windows"]) for c in real}
+    out["RAVDESS test actors"] = mean([w for c in rav for w in c["windows"]])
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def accuracy_table(clips: list[dict]) -> dict[str, dict]:
@@ -228,6 +296,10 @@ def coherence(clips: list[dict]) -> dict[str, int]:
     return {
         "windows": len(wins),
         "incoherent": sum(not w["coherent"] for w in wins),
+        "beyond": sum(w["beyond"] for w in wins),
+        "flips_window": sum(flips(c["windows"]) for c in clips),
+        "flips_smoothed": sum(flips(c["windows"], True) for c in clips),
+        "pairs": sum(max(len(c["windows"]) - 1, 0) for c in clips),
         "estimates": len(ests),
         "estimates_incoherent": sum(not m["coherent"] for m in ests),
     }
@@ -260,6 +332,26 @@ def write_document(report: dict, docs: Path) -> Path:
 
         L.append(f"| {name} | {len(clips)} | {cell('fused')} | {cell('text')} | {cell('audio')} | {cell('vision')} | {cell('late_fusion')} |")
     co = report["coherence"]
+    rr, dm = co["real_and_ravdess"], co["demo"]
+    L += ["", "## Trust and stability", "",
+          f"- Bounds: windows whose fused score lies more than 0.5 beyond every present modality's own estimate: "
+          f"{rr['beyond']} of {rr['windows']} (real clips and RAVDESS), {dm.get('beyond', 0)} on the demo clip "
+          "(clean and under faults).",
+          f"- Flips (negative <-> positive between adjacent windows, both at confidence >= 0.8): real clips "
+          f"{co['real']['flips_window']} per-window / {co['real']['flips_smoothed']} smoothed over {co['real']['pairs']} "
+          f"adjacent pairs; RAVDESS {co['ravdess']['flips_window']} / {co['ravdess']['flips_smoothed']} over "
+          f"{co['ravdess']['pairs']}."]
+    if dm.get("flips"):
+        for name, f in dm["flips"].items():
+            L.append(f"- Demo clip ({name}): {f['window']} per-window / {f['smoothed']} smoothed flips over {f['pairs']} pairs.")
+        for kind in ("window", "smoothed"):
+            hops = ", ".join(f"line {x['line']} {x['from']}->{x['to']}: {x['hops'] if x['hops'] is not None else 'never'}"
+                             for x in dm["follow"][kind])
+            L.append(f"- Demo clip, hops until the {kind} label shows each scripted change (0 = the first window wholly "
+                     f"in the new line): {hops}.")
+    if report.get("voice_in_domain"):
+        vi = report["voice_in_domain"]
+        L.append(f"- Voice in-domain score (models.domain), mean over windows: " + ", ".join(f"{k} {v:.2f}" for k, v in vi.items()) + ".")
     L += ["", f"Coherence: {co['real_and_ravdess']['incoherent']} of {co['real_and_ravdess']['windows']} windows "
           f"(real clips and RAVDESS) and {co['real_and_ravdess']['estimates_incoherent']} of {co['real_and_ravdess']['estimates']} "
           f"per-modality estimates have a label outside their score's interval; the demo clip under `{co['demo']['faults']}`: "
@@ -331,12 +423,13 @@ def main(argv=None) -> int:
     asr = StreamingASR(threads=2)
     real = evaluate_real_clips(model, asr, root / "real")
     rav = evaluate_ravdess(model, root, limit=args.ravdess_limit)
-    demo = {"faults": DEMO_FAULTS, "windows": 0, "incoherent": 0} if args.no_demo else evaluate_demo(model, asr)
+    demo = {"faults": DEMO_FAULTS, "windows": 0, "incoherent": 0, "beyond": 0} if args.no_demo else evaluate_demo(model, asr)
     report = {
         "real_clips": real,
         "ravdess": rav,
         "tables": {"real": accuracy_table(real), "ravdess": accuracy_table(rav), "all": accuracy_table(real + rav)},
-        "coherence": {"real_and_ravdess": coherence(real + rav), "demo": demo},
+        "coherence": {"real_and_ravdess": coherence(real + rav), "real": coherence(real), "ravdess": coherence(rav), "demo": demo},
+        "voice_in_domain": voice_in_domain(real, rav),
         "meta": {
             "evaluated": time.strftime("%Y-%m-%d %H:%M"),
             "seconds": round(time.time() - t0),

@@ -48,7 +48,11 @@ class HealthConfig:
     frozen_s: float = 0.8  # the same frame for longer than this -> frozen
     # audio, on 16 kHz mono float32
     sample_rate: int = 16_000
-    silence_rms: float = 0.003  # window RMS below (about -50 dBFS) -> silence
+    silence_rms: float = 0.0003  # window RMS below (about -70 dBFS) -> silence
+    # quieter than this (about -50 dBFS) and no speech standing out of the floor (estimated
+    # SNR under min_snr_db) -> silence too; quiet speech above it is read (the features
+    # are loudness-normalised): a soft-spoken person at a low microphone gain is not silent
+    quiet_rms: float = 0.003
     clip_level: float = 0.99
     clip_share: float = 0.01  # share of samples at the rails above -> clipping
     min_snr_db: float = 10.0  # estimated speech-to-noise ratio below -> noisy
@@ -193,9 +197,12 @@ def audio_window_issue(audio: np.ndarray, valid: np.ndarray, cfg: HealthConfig) 
     x = audio[valid]
     if x.size == 0:
         return OK_CHECK
-    if float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) < cfg.silence_rms:
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    if rms < cfg.silence_rms:
         return Check(False, "silence")
     snr = estimate_snr_db(x)
+    if rms < cfg.quiet_rms and snr < cfg.min_snr_db:
+        return Check(False, "silence")
     if snr < cfg.min_snr_db:
         return Check(True, f"noisy (about {snr:.0f} dB SNR)")
     return OK_CHECK

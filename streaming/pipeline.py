@@ -1,6 +1,6 @@
 """The streaming pipeline: items in, one ``WindowResult`` per window out.
 
-    sources -> faults -> health -> windowing -> features -> fusion -> results
+    sources -> faults -> health -> windowing -> features -> fusion -> smoothing -> results
 
 ``Pipeline.push(item, now)`` takes a ``VideoFrame`` or ``AudioChunk`` (t: capture time on the
 pipeline clock; now: when it arrived, by default t), passes it through the fault injector,
@@ -41,6 +41,7 @@ from streaming.health import (
     centre_gray,
     small_gray,
 )
+from streaming.smoothing import Smoother, SmoothingConfig
 from streaming.types import AudioChunk, Health, HealthStatus, Transcript, VideoFrame, WindowResult
 from streaming.windowing import AnalysedFrame, AudioTrack, VisionTrack, Windower, words_in
 
@@ -52,11 +53,15 @@ class PipelineConfig:
     window_s: float = 3.0
     hop_s: float = 1.0
     vision_fps: float = 5.0  # frames analysed per second (the rest only count as alive)
-    text_context_s: float = 6.0  # words this far back from the window's end are read
+    # words this far back from the window's end are read (at least the window): the words of
+    # the window itself; context over time comes from the smoothing (streaming.smoothing),
+    # so the words of a line already over do not hold the next window to their sentiment
+    text_context_s: float = 3.0
     keep_s: float = 15.0  # history kept for windows and the recogniser
     asr_mode: str = "sync"  # "sync", "thread" or "off"
     asr_every_s: float = 1.0  # thread mode: decode period
     health: HealthConfig = field(default_factory=HealthConfig)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
 
     def __post_init__(self) -> None:
         if self.asr_mode not in ("sync", "thread", "off"):
@@ -146,6 +151,7 @@ class Pipeline:
         self.audio = AudioTrack(self.cfg.keep_s)
         self.vision = VisionTrack(self.cfg.keep_s)
         self.windower = Windower(self.cfg.window_s, self.cfg.hop_s)
+        self.smoother = Smoother(self.cfg.smoothing)
         self._asr = asr if self.cfg.asr_mode != "off" else None
         self._asr_thread = AsrThread(asr, self.cfg.asr_every_s) if asr is not None and self.cfg.asr_mode == "thread" else None
         self._transcript = Transcript(t=0.0)
@@ -287,6 +293,7 @@ class Pipeline:
         # vision
         statuses[Modality.VISION] = self.health.judge(Modality.VISION, start, end, now)
         vision = None
+        vision_reliability = 1.0
         if statuses[Modality.VISION].state != Health.DROPPED:
             frames = self.vision.window(start, end, VISION_FRAMES)
             todo = [f for f in frames if f.crop is not None and f.features is None]
@@ -300,6 +307,9 @@ class Pipeline:
                 dim = next(f.features for f in frames if f.features is not None).shape[0]
                 values = np.stack([f.features if f.features is not None else np.zeros(dim, np.float32) for f in frames])
                 vision = SequenceFeatures(values, np.array([f.features is not None for f in frames]))
+                read = [f for f in frames if f.features is not None]
+                # with several faces in view the face read may not be the speaker's
+                vision_reliability = float(np.mean([f.check.issue != "several faces" for f in read]))
             else:
                 statuses[Modality.VISION] = HealthStatus(Health.DROPPED, statuses[Modality.VISION].reason or "no usable frame")
 
@@ -331,9 +341,12 @@ class Pipeline:
         if statuses[Modality.TEXT].state != Health.DROPPED and text_str:
             text = self.model.text_features(text_str)
 
-        result: SentimentResult = self.model.predict(WindowFeatures(text=text, audio=audio, vision=vision))
+        result: SentimentResult = self.model.predict(
+            WindowFeatures(text=text, audio=audio, vision=vision, reliability={Modality.VISION: vision_reliability})
+        )
+        smoothed = self.smoother.update(result)
         latency = 1000 * (time.perf_counter() - t0)
-        return WindowResult(start, end, result, statuses, committed, partial, latency)
+        return WindowResult(start, end, result, statuses, committed, partial, latency, smoothed)
 
     def flush(self, end: float | None = None) -> list[WindowResult]:
         """End of stream at ``end`` (default: where the data pushed so far end). The

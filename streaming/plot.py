@@ -38,7 +38,10 @@ def timeline_figure(rows: list[dict], faults=(), title: str = "", horizon: float
         c = np.array([r["confidence"] for r in rows], float)
         lo, hi = confidence_band(s, c)
         ax.fill_between(t, lo, hi, color="#1f77b4", alpha=0.18, step=None, label="confidence band")
-        ax.plot(t, s, "-o", color="#1f77b4", ms=3, lw=1.5, label="fused score")
+        ax.plot(t, s, "-o", color="#1f77b4", ms=3, lw=1.5, label="fused score (window)")
+        if all("smoothed_score" in r for r in rows):
+            sm = np.array([r["smoothed_score"] for r in rows], float)
+            ax.plot(t, sm, "-", color="#ff7f0e", lw=2.2, label="smoothed")
         # each window stands for the stretch since the previous window's end (the first, and
         # a recording shorter than one window, for its own span)
         t0 = np.array([r.get("t_start", r["t_end"] - 1.0) for r in rows], float)

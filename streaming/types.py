@@ -96,10 +96,20 @@ class WindowResult:
     transcript: str = ""
     partial: str = ""
     latency_ms: float = 0.0
+    #: the estimate carried over the latest windows (``streaming.smoothing``); None: the
+    #: window's own result stands alone
+    smoothed: SentimentResult | None = None
+
+    @property
+    def current(self) -> SentimentResult:
+        """What to show as the live answer: the smoothed result where there is one."""
+        return self.smoothed if self.smoothed is not None else self.result
 
     def to_json(self) -> dict:
-        """One line of the simulator's JSONL output."""
+        """One line of the simulator's JSONL output: the window's own estimate (score,
+        label, confidence, confidences) and the smoothed one (smoothed_*)."""
         r = self.result
+        sm = self.current
         mods = {}
         for m in MODALITIES:
             est = r.per_modality.get(m)
@@ -108,6 +118,7 @@ class WindowResult:
                 "state": h.state.value,
                 "reason": h.reason,
                 "score": None if est is None else round(est.score, 4),
+                "in_domain": None if est is None else round(est.in_domain, 4),
             }
         return {
             "t_start": round(self.t_start, 3),
@@ -116,6 +127,9 @@ class WindowResult:
             "label": r.label,
             "confidence": round(r.confidence, 4),
             "confidences": {k: round(v, 4) for k, v in r.confidences().items()},
+            "smoothed_score": round(sm.score, 4),
+            "smoothed_label": sm.label,
+            "smoothed_confidence": round(sm.confidence, 4),
             "modalities": mods,
             "transcript": self.transcript,
             "partial": self.partial,

@@ -54,11 +54,12 @@ def test_train_export_evaluate_tiny(tmp_path, monkeypatch):
     monkeypatch.setenv("MSA_DATA_ROOT", str(data))
     cache, assets, docs = tmp_path / "cache", tmp_path / "assets", tmp_path / "docs"
     train.main(["--cache", str(cache), "--assets", str(assets), "--epochs-scale", "0.05"])
-    for name in ("text_encoder", "audio_encoder", "face_encoder", "fusion"):
+    for name in ("text_encoder", "audio_encoder", "face_encoder", "fusion", "domain"):
         assert (assets / "weights" / f"{name}.safetensors").is_file()
     runtime = json.loads((assets / "runtime.json").read_text())
     assert len(runtime["unimodal_temperature"]) == 3 and runtime["fusion_temperature"] > 0
     assert len(runtime["unimodal_spread"]) == 3 and min(runtime["unimodal_spread"]) > 0
+    assert runtime["conflict_gain"] >= 0
     # the head-only stage on the trained trunk: only the ordinal head changes
     from models import checkpoint
 
@@ -78,6 +79,9 @@ def test_train_export_evaluate_tiny(tmp_path, monkeypatch):
     assert set(report["composed"]["subsets"]) == {"T+A+V", "T+A", "T+V", "T", "A+V", "A", "V"}
     for row in report["composed"]["rates"].values():
         assert set(row) == {"fusion", "text", "audio", "vision", "late_fusion"}
+    assert set(report["composed_class_matched"]["subsets"]) == set(report["composed"]["subsets"])
+    assert report["composed"]["composition"]["audio_agree"] < 1 and report["composed_class_matched"]["composition"]["audio_agree"] == 1
+    assert report["composed"]["agreement"]["n_agree"] + report["composed"]["agreement"]["n_conflict"] == report["composed"]["n_windows"]
     coh = report["composed"]["coherence"]
     assert coh["fused_windows"] > 0 and coh["fused_incoherent"] == 0 and coh["estimates_incoherent"] == 0
     text = (docs / "evaluation.md").read_text()

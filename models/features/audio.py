@@ -8,7 +8,13 @@ Each 20 ms frame gets 387 numbers:
 - 3 prosody values from the waveform: energy (dBFS / 20), pitch (log2(f0 / 200 Hz),
   0 where unvoiced) and voicing strength in [0, 1] (1 - YIN's aperiodicity).
 
-The same function serves training (corpus clips) and the live pipeline (window audio).
+Before either, the audio is loudness-normalised (``loudness_normalise``): the level of its
+active frames is brought to ``TARGET_DBFS``, so a quiet speaker or a low microphone gain
+reads like a close, loud one (the absolute level of a live microphone says nothing about
+the speaker's state). The same function serves training and the live pipeline, and both
+call it on one window of audio at a time (``WINDOW_SECONDS``): training cuts its corpus
+clips into such windows (``models.featurize.speech_features``), the pipeline passes each
+window it closes.
 """
 
 from __future__ import annotations
@@ -24,6 +30,18 @@ MAX_SECONDS = 30.0  # Whisper's encoder has 1500 positions
 WHISPER_DIM = 384
 PROSODY_DIM = 3
 DIM = WHISPER_DIM + PROSODY_DIM
+
+#: the stretch of audio the pipeline encodes at once and training encodes likewise
+WINDOW_SECONDS = 3.0
+WINDOW_SAMPLES = int(WINDOW_SECONDS * SAMPLE_RATE)
+
+#: loudness normalisation: target level of the active frames, and the gain limits (a
+#: window of near-silence is raised by at most MAX_GAIN_DB, so noise is not made speech)
+TARGET_DBFS = -23.0
+MAX_GAIN_DB = 30.0
+MIN_GAIN_DB = -20.0
+ACTIVE_RANGE_DB = 30.0  # frames within this of the loud frames (95th percentile) are active
+_SILENT_RMS = 1e-5  # digital silence and masked gaps are never active
 
 F0_MIN, F0_MAX = 60.0, 400.0
 _YIN_WINDOW = 400  # 25 ms integration window
@@ -72,6 +90,33 @@ def to_mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
         g = gcd(rate, SAMPLE_RATE)
         a = resample_poly(a, SAMPLE_RATE // g, rate // g).astype(np.float32)
     return np.clip(a, -1.0, 1.0)
+
+
+def loudness_normalise(audio: np.ndarray) -> tuple[np.ndarray, float]:
+    """(audio scaled so its active frames' RMS is ``TARGET_DBFS``, gain in dB).
+
+    Active frames: 20 ms frames whose RMS lies within ``ACTIVE_RANGE_DB`` of the 95th
+    percentile frame RMS (zeros of a masked gap never count). The gain is held to
+    [MIN_GAIN_DB, MAX_GAIN_DB] and lowered where it would push a peak past 0.99. Audio with
+    no active frame comes back unchanged (gain 0 dB)."""
+    a = np.asarray(audio, np.float32)
+    f = n_frames(len(a))
+    if f == 0:
+        return a, 0.0
+    padded = np.zeros(f * HOP, np.float32)
+    padded[: len(a)] = a
+    rms = np.sqrt((padded.reshape(f, HOP).astype(np.float64) ** 2).mean(1))
+    live = rms > _SILENT_RMS
+    if not live.any():
+        return a, 0.0
+    ref = np.percentile(rms[live], 95)
+    active = live & (rms >= ref * 10 ** (-ACTIVE_RANGE_DB / 20))
+    level_db = 10 * np.log10((rms[active] ** 2).mean())
+    gain_db = float(np.clip(TARGET_DBFS - level_db, MIN_GAIN_DB, MAX_GAIN_DB))
+    peak = float(np.abs(a).max())
+    if peak > 0:
+        gain_db = min(gain_db, float(20 * np.log10(0.99 / peak)))
+    return (a * np.float32(10 ** (gain_db / 20))).astype(np.float32), gain_db
 
 
 def n_frames(n_samples: int) -> int:
@@ -128,6 +173,9 @@ def prosody(audio: np.ndarray) -> np.ndarray:
 
 class AudioFeatureExtractor:
     """16 kHz mono float32 audio in, [F, 387] float32 features out (F = ceil(len / 320)).
+    The audio is loudness-normalised first (``normalise=False`` skips it). Call it on one
+    window (at most ``WINDOW_SECONDS`` in training and live); longer audio still works but
+    is not what the models saw.
 
     ``whisper`` may be an already loaded ``ctranslate2.models.Whisper`` (the ASR's) so the
     model is loaded once; otherwise the shipped tiny.en model is loaded.
@@ -171,6 +219,8 @@ class AudioFeatureExtractor:
             out = self.whisper.encode(self._ct2.StorageView.from_array(mel), to_cpu=True)
         return np.asarray(out, dtype=np.float32)[0, :f]
 
-    def __call__(self, audio: np.ndarray) -> np.ndarray:
+    def __call__(self, audio: np.ndarray, normalise: bool = True) -> np.ndarray:
         a = self.validate(audio)
+        if normalise:
+            a = loudness_normalise(a)[0]
         return np.concatenate([self.encoder_states(a), prosody(a)], axis=1)

@@ -6,10 +6,11 @@ Inputs (one window, batched; masks True where a step holds an observation):
 - text   [B, Lt, 384]  token states of the text encoder;
 - audio  [B, La, 128]  frame states of the speech emotion encoder (25 per second);
 - vision [B, Lv, 135]  per-frame face embedding (128) and expression logits (7);
-- evidence [B, 26]     what each unimodal encoder concludes on its own (text: score and
+- evidence [B, 29]     what each unimodal encoder concludes on its own (text: score and
                        3 sentiment probabilities; audio: 9 emotion + 3 sentiment
                        probabilities; vision: 7 emotion + 3 sentiment probabilities),
-                       zero for an absent modality;
+                       each followed by the modality's in-domain score
+                       (``models.domain``), zero for an absent modality;
 - present [B, 3]       whether text, audio, vision reached the model at all.
 
 The network (``LNLNConfig``: width 96, 4 heads, one block per stage but two language /
@@ -49,7 +50,7 @@ import torch.nn as nn
 from models.layers import Block, MultiHeadAttention
 from models.ordinal import MIN_SPREAD, bounded_score, ordinal_logits, spread_from_raw
 
-EVIDENCE_DIMS = {"text": 4, "audio": 12, "vision": 10}
+EVIDENCE_DIMS = {"text": 5, "audio": 13, "vision": 11}
 EVIDENCE_DIM = sum(EVIDENCE_DIMS.values())
 
 
@@ -275,7 +276,7 @@ def _old(sd, key):
 
 class LNLNInference(nn.Module):
     """The deployable part: the same weights, returning score [B], logits [B, 3],
-    completeness [B] only (what ``models.export`` writes to ONNX)."""
+    completeness [B] and spread [B] only (what ``models.export`` writes to ONNX)."""
 
     def __init__(self, model: LNLN):
         super().__init__()
@@ -283,4 +284,4 @@ class LNLNInference(nn.Module):
 
     def forward(self, text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present):
         out = self.model(text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present)
-        return out["score"], out["logits"], out["completeness"]
+        return out["score"], out["logits"], out["completeness"], out["spread"]
