@@ -138,9 +138,8 @@ def score_html(row: dict | None) -> str:
     return (
         f"<div style='font-size:1.6em'><b>{label}</b> &nbsp; score {s:+.2f} "
         f"<span style='font-size:0.6em;color:#555'>(-3 very negative .. +3 very positive), confidence "
-        f"{conf:.2f}, over the latest windows to {row['t_end']:.0f} s; this window "
-        f"{row['t_start']:.0f}-{row['t_end']:.0f} s alone: {row['label']} {row['score']:+.2f} "
-        f"({row['confidence']:.2f})</span></div>"
+        f"{conf:.2f}, smoothed over the latest windows; the latest alone: {row['label']} "
+        f"{row['score']:+.2f} ({row['confidence']:.2f}), window {row['t_start']:.0f}-{row['t_end']:.0f} s</span></div>"
         f"<div style='position:relative;height:10px;background:linear-gradient(90deg,#d62728,#9e9e9e,#1f77b4);"
         f"border-radius:5px;margin:4px 0'><div style='position:absolute;left:calc({pos:.1f}% - 3px);top:-3px;"
         f"width:6px;height:16px;background:#000;border-radius:2px'></div></div>"
