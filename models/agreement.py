@@ -47,12 +47,11 @@ def conflict(est: np.ndarray, observed: np.ndarray, weight: np.ndarray) -> np.nd
 def bound(score: np.ndarray, est: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """Scores held within MARGIN of the observed modalities' own range (unchanged where
     none is observed)."""
-    score = np.asarray(score, np.float64)
     est = np.asarray(est, np.float64)
     any_obs = observed.any(1)
-    lo = np.where(observed, est, np.inf).min(1) - MARGIN
-    hi = np.where(observed, est, -np.inf).max(1) + MARGIN
-    return np.where(any_obs, np.clip(score, np.where(any_obs, lo, -3), np.where(any_obs, hi, 3)), score)
+    lo = np.where(any_obs, np.where(observed, est, np.inf).min(1) - MARGIN, -np.inf)
+    hi = np.where(any_obs, np.where(observed, est, -np.inf).max(1) + MARGIN, np.inf)
+    return np.clip(np.asarray(score, np.float64), lo, hi)
 
 
 def combine(score, spread, est, observed, weight, temperature: float, gain: float) -> tuple[np.ndarray, np.ndarray]:

@@ -55,11 +55,6 @@ def mahalanobis(x: np.ndarray, mean: np.ndarray, prec: np.ndarray) -> np.ndarray
     return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", z, prec, z), 0.0))
 
 
-def score_np(dist: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    d50, d95 = float(ref[0]), float(ref[1])
-    return np.where(dist <= d95, 1.0, 2.0 ** (-(dist - d95) / max(d95 - d50, 1e-6)))
-
-
 def score_torch(x: torch.Tensor, mean: torch.Tensor, prec: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """[B] in-domain scores of summary vectors x [B, D] (the formula of the module docstring)."""
     z = x - mean

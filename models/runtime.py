@@ -55,12 +55,6 @@ SHIPPED = {
 FUSION_INPUTS = ("text", "text_valid", "audio", "audio_valid", "vision", "vision_valid", "evidence", "present")
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
-
-
 class SentimentModel:
     def __init__(self, stack: UnimodalStack, fusion: LNLN, runtime: dict, onnx_path: Path | None = None, threads: int = 1):
         self.stack = stack.eval()

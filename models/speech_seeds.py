@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from models.paths import REPO_ROOT, assets_dir, cache_dir
+from models.types import Modality
 
 MELD_CLIP = "meld_train_dia0_utt0.mp4"
 
@@ -74,7 +75,7 @@ def seed_figures(model, cache: Path, root: Path) -> dict:
         wins = replay(pipe, root / "real" / MELD_CLIP, progress=False)
     finally:
         pipe.close()
-    ests = [w.result.per_modality.get(_audio()) for w in wins]
+    ests = [w.result.per_modality.get(Modality.AUDIO) for w in wins]
     ests = [e for e in ests if e is not None]
     return {
         "ravdess_emotion_acc": sp["ravdess"]["emotion_acc"],
@@ -85,12 +86,6 @@ def seed_figures(model, cache: Path, root: Path) -> dict:
         "meld_clip_voice_score": round(float(np.mean([e.score for e in ests])), 3) if ests else None,
         "meld_clip_voice_in_domain": round(float(np.mean([e.in_domain for e in ests])), 3) if ests else None,
     }
-
-
-def _audio():
-    from models.types import Modality
-
-    return Modality.AUDIO
 
 
 def main(argv=None) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -927,8 +928,6 @@ def package(cfg: TrainConfig, cache: Path, run: Path, data_root, assets: Path) -
         model, meta = checkpoint.load(run / f"{name}.safetensors", *classes)
         meta.pop("config", None)
         checkpoint.save(weights / f"{name}.safetensors", model, model.cfg, half=True, **meta)
-    import shutil
-
     shutil.copyfile(run / "domain.safetensors", weights / "domain.safetensors")  # float32: precision matrices
     calib = json.loads((run / "calibration.json").read_text())
     _, fmeta = checkpoint.read(run / "fusion.safetensors")

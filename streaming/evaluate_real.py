@@ -34,11 +34,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from models.agreement import MARGIN
 from models.baselines import late_fusion
 from models.data import load_speech
 from models.labels import sentiment_index
 from models.paths import REPO_ROOT, data_root
-from models.types import MODALITIES, SENTIMENT_CLASSES, Modality, is_coherent, score_to_class
+from models.types import MODALITIES, SENTIMENT_CLASSES
 from streaming.types import Health, WindowResult
 
 #: The two RAVDESS statements (file name field SS).
@@ -82,8 +83,8 @@ def window_record(w: WindowResult, prior_score: float, prior_probs: np.ndarray) 
         "confidence": round(r.confidence, 3),
         "probs": [round(float(p), 4) for p in r.probs],
         "coherent": r.coherent,
-        # beyond half a class past every modality's own estimate (models.agreement.MARGIN)
-        "beyond": bool(own) and (r.score > max(own) + 0.5 + 1e-6 or r.score < min(own) - 0.5 - 1e-6),
+        # beyond MARGIN (half a class) past every modality's own estimate
+        "beyond": bool(own) and (r.score > max(own) + MARGIN + 1e-6 or r.score < min(own) - MARGIN - 1e-6),
         "smoothed": {"label": sm.label, "score": round(sm.score, 3), "confidence": round(sm.confidence, 3)},
         "used": [m.value for m in r.used],
         "modalities": mods,
@@ -351,7 +352,7 @@ def write_document(report: dict, docs: Path) -> Path:
                      f"in the new line): {hops}.")
     if report.get("voice_in_domain"):
         vi = report["voice_in_domain"]
-        L.append(f"- Voice in-domain score (models.domain), mean over windows: " + ", ".join(f"{k} {v:.2f}" for k, v in vi.items()) + ".")
+        L.append("- Voice in-domain score (models.domain), mean over windows: " + ", ".join(f"{k} {v:.2f}" for k, v in vi.items()) + ".")
     L += ["", f"Coherence: {co['real_and_ravdess']['incoherent']} of {co['real_and_ravdess']['windows']} windows "
           f"(real clips and RAVDESS) and {co['real_and_ravdess']['estimates_incoherent']} of {co['real_and_ravdess']['estimates']} "
           f"per-modality estimates have a label outside their score's interval; the demo clip under `{co['demo']['faults']}`: "

@@ -61,6 +61,10 @@ class HealthConfig:
     min_avg_logprob: float = -1.0  # below -> low recogniser confidence, DEGRADED
 
 
+#: the issue of a frame with more than one face (the face read may not be the speaker's)
+SEVERAL_FACES = "several faces"
+
+
 @dataclass(frozen=True)
 class Check:
     """The verdict on one frame or chunk."""
@@ -142,7 +146,7 @@ class VisionChecker:
         if not has_crop:
             return Check(False, "face not measurable")
         if n_faces > 1:
-            return Check(True, "several faces")
+            return Check(True, SEVERAL_FACES)
         if box is not None:
             s = gray.shape[1] / frame_width
             x0, y0, x1, y1 = (int(round(v * s)) for v in box)

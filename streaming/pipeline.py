@@ -33,6 +33,7 @@ from models.types import Modality, SentimentResult, WindowFeatures
 from streaming.faults import FaultInjector
 from streaming.health import (
     Check,
+    SEVERAL_FACES,
     HealthConfig,
     HealthMonitor,
     AudioChecker,
@@ -309,7 +310,7 @@ class Pipeline:
                 vision = SequenceFeatures(values, np.array([f.features is not None for f in frames]))
                 read = [f for f in frames if f.features is not None]
                 # with several faces in view the face read may not be the speaker's
-                vision_reliability = float(np.mean([f.check.issue != "several faces" for f in read]))
+                vision_reliability = float(np.mean([f.check.issue != SEVERAL_FACES for f in read]))
             else:
                 statuses[Modality.VISION] = HealthStatus(Health.DROPPED, statuses[Modality.VISION].reason or "no usable frame")
 
