@@ -13,6 +13,10 @@ Policy (after "whisper_streaming", Machacek et al. 2023):
   prefix of this hypothesis and the previous decode's hypothesis is committed; the rest is
   *partial* and may still change. Committed words never change and each is emitted once;
   word times are made non-decreasing.
+- Every decoded word is checked for hallucination (``streaming.transcript_trust``: loops,
+  compression ratio, no-speech probability, speech rate, agreement with the voice-activity
+  detector run on the same buffer); a failing word keeps its place with ``Word.suspect``
+  set to the reason, and the pipeline never feeds it to the model.
 - When the buffer is longer than ``trim_s`` (15 s) it is cut at the end of the latest
   committed sentence (past 20 s: the latest committed word; silence: all but the last 2 s).
   It never exceeds ``max_buffer_s`` (25 s, under Whisper's 30 s window): ``push`` cuts the
@@ -25,13 +29,13 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.features.audio import SAMPLE_RATE, whisper_model_path
+from streaming.transcript_trust import judge_segment, norm
 from streaming.types import Transcript, Word
 
 if TYPE_CHECKING:
@@ -40,10 +44,7 @@ if TYPE_CHECKING:
 _SENTENCE_END = (".", "?", "!")
 _PROMPT_CHARS = 200
 
-
-def _norm(text: str) -> str:
-    """Word text for comparing two decodes: lower case, punctuation dropped."""
-    return re.sub(r"[^\w']", "", text.lower())
+_norm = norm  # word text for comparing two decodes: lower case, punctuation dropped
 
 
 class StreamingASR:
@@ -197,7 +198,8 @@ class StreamingASR:
     # -- internals (called with self._lock held unless noted) --
 
     def _prompt(self) -> str | None:
-        before = [w.text for w in self._committed if w.end <= (self._buf_t or 0.0)]
+        # suspect words stay out: a loop in the prompt invites the next decode to loop on
+        before = [w.text for w in self._committed if w.end <= (self._buf_t or 0.0) and not w.suspect]
         text = " ".join(before)
         if len(text) > _PROMPT_CHARS:  # the last words, not a cut one
             text = text[-_PROMPT_CHARS:].split(" ", 1)[-1]
@@ -245,15 +247,18 @@ class StreamingASR:
         )
         segments = list(segments)  # the generator does the decoding
         dur = len(audio) / SAMPLE_RATE
+
         def at(x: float) -> float:  # seconds into the buffer -> pipeline time
             return buf_t + min(max(x, 0.0), dur)
 
-        words = [
-            Word(w.word.strip(), at(w.start), at(w.end), float(w.probability))
-            for s in segments
-            for w in (s.words or [])
-            if _norm(w.word)
-        ]
+        speech = self._speech_spans(audio) if segments else []
+        words = []
+        for s in segments:
+            ws = [w for w in (s.words or []) if _norm(w.word)]
+            reasons = judge_segment(
+                [(w.word, w.start, w.end) for w in ws], s.avg_logprob, s.no_speech_prob, speech
+            )
+            words += [Word(w.word.strip(), at(w.start), at(w.end), float(w.probability), why) for w, why in zip(ws, reasons)]
         if not segments:
             return words, None, None
         return (
@@ -261,6 +266,17 @@ class StreamingASR:
             float(np.mean([s.avg_logprob for s in segments])),
             float(np.mean([s.no_speech_prob for s in segments])),
         )
+
+    def _speech_spans(self, audio: np.ndarray) -> list[tuple[float, float]] | None:
+        """Speech spans (s into the buffer) by faster-whisper's Silero voice-activity detector,
+        with the options the decode used; None when the detector cannot run."""
+        try:
+            from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+            opts = VadOptions(**(self.vad_parameters or {}))
+            return [(d["start"] / SAMPLE_RATE, d["end"] / SAMPLE_RATE) for d in get_speech_timestamps(audio, opts)]
+        except Exception:  # noqa: BLE001 - the check is skipped, the decode stands
+            return None
 
     def _after_committed(self, words: list[Word]) -> list[Word]:
         """The decode's words past the committed ones: by time, then minus a repeated n-gram."""
@@ -273,14 +289,14 @@ class StreamingASR:
             if tail[-n:] == [_norm(w.text) for w in new[:n]]:
                 new = new[n:]
                 break
-        return [Word(w.text, max(w.start, last_end), max(w.end, last_end), w.probability) for w in new]
+        return [Word(w.text, max(w.start, last_end), max(w.end, last_end), w.probability, w.suspect) for w in new]
 
     def _commit(self, words: list[Word]) -> None:
         """Append words to the committed list with non-decreasing times."""
         for w in words:
             prev_end = self._committed[-1].end if self._committed else -math.inf
             start = max(w.start, prev_end)
-            c = Word(w.text, start, max(w.end, start), w.probability)
+            c = Word(w.text, start, max(w.end, start), w.probability, w.suspect)
             self._committed.append(c)
             if c.text.endswith(_SENTENCE_END):
                 self._sentence_ends.append(c.end)

@@ -43,6 +43,7 @@ from streaming.health import (
     small_gray,
 )
 from streaming.smoothing import Smoother, SmoothingConfig
+from streaming.transcript_trust import flag_repeats
 from streaming.types import AudioChunk, Health, HealthStatus, Transcript, VideoFrame, WindowResult
 from streaming.windowing import AnalysedFrame, AudioTrack, VisionTrack, Windower, words_in
 
@@ -61,6 +62,10 @@ class PipelineConfig:
     keep_s: float = 15.0  # history kept for windows and the recogniser
     asr_mode: str = "sync"  # "sync", "thread" or "off"
     asr_every_s: float = 1.0  # thread mode: decode period
+    # a window is judged this long after it ends, so data captured inside it but still on
+    # its way (a browser's microphone chunk arrives when its 0.5 s are over) are in; 0 for
+    # replays, whose items come in capture order
+    settle_s: float = 0.0
     health: HealthConfig = field(default_factory=HealthConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
 
@@ -85,6 +90,8 @@ class AsrThread:
         self._latest: Transcript | None = None
         self._stop = threading.Event()
         self.decode_ms: list[float] = []
+        #: pipeline time up to which the audio has been decoded (the newest returned transcript)
+        self.decoded_to = -np.inf
         self._thread = threading.Thread(target=self._run, name="asr", daemon=True)
         self._thread.start()
 
@@ -113,6 +120,8 @@ class AsrThread:
                     tr = Transcript(t=pending[-1][1], error=str(e) or type(e).__name__)
                 with self._lock:
                     self._latest = tr
+                    if not tr.error:
+                        self.decoded_to = max(self.decoded_to, tr.t)
 
     def flush(self, now: float) -> Transcript:
         """End of stream: decodes what is pending and commits every word (``StreamingASR.flush``),
@@ -128,6 +137,8 @@ class AsrThread:
                 tr = Transcript(t=now, error=str(e) or type(e).__name__)
             with self._lock:
                 self._latest = tr
+                if not tr.error:
+                    self.decoded_to = max(self.decoded_to, now)
             return tr
 
     def close(self) -> None:
@@ -209,6 +220,25 @@ class Pipeline:
             w = 1.0 / self.cfg.vision_fps if m == Modality.VISION else duration
             self.health.observe(m, t, w, Check(False, reason), t)
 
+    def begin(self, t: float) -> None:
+        """The stream begins at ``t``: the first window starts there (by default the stream
+        begins at the first clock reading the pipeline gets)."""
+        with self._lock:
+            self.windower.due(t)
+
+    @property
+    def transcript(self) -> Transcript | None:
+        """The recogniser's latest good transcript (None without a recogniser)."""
+        return self._transcript if self._asr is not None else None
+
+    def skip(self, frame: VideoFrame, now: float) -> None:
+        """A camera frame the caller had no time to analyse (a backlog under load): the camera
+        delivered it, so it counts as alive, never as a fault; nothing of it is read."""
+        with self._lock:
+            self._data_end = max(self._data_end, frame.t + 1.0 / self.cfg.vision_fps)
+            for f in self.faults.video(frame):  # a dropped camera stays dropped
+                self.health.passed(Modality.VISION, f.t, now)
+
     def set_text(self, text: str, now: float) -> None:
         """Typed text instead of (or besides) the recogniser's, read by windows ending after now."""
         with self._lock:
@@ -216,7 +246,7 @@ class Pipeline:
 
     def _video(self, frame: VideoFrame, now: float) -> None:
         if frame.t < self._last_vision_t + 1.0 / self.cfg.vision_fps - 1e-3:
-            self.health.streams[Modality.VISION].last_arrival = now  # alive, not analysed
+            self.health.passed(Modality.VISION, frame.t, now)  # alive, not analysed
             return
         self._last_vision_t = frame.t
         crop = None
@@ -257,7 +287,7 @@ class Pipeline:
     def _advance(self, now: float) -> list[WindowResult]:
         self._clock = max(self._clock, now)
         out = []
-        for start, end in self.windower.due(self._clock):
+        for start, end in self.windower.due(self._clock - self.cfg.settle_s):
             out.append(self._window(start, end, self._clock))
         self.results.extend(out)
         return out
@@ -322,19 +352,31 @@ class Pipeline:
         if statuses[Modality.AUDIO].state != Health.DROPPED and ok.any():
             audio = self.model.audio_features(samples, AudioTrack.frame_valid(ok))
 
-        # text
-        words = []
-        committed = partial = ""
+        # text: the words the recogniser has returned. In thread mode it decodes behind the
+        # audio; the words read end where its last decode ended, and the rest is lag
+        words: list = []
+        text_end = end
+        lo = end - max(cfg.text_context_s, cfg.window_s)
         if tr is not None:
-            lo = end - max(cfg.text_context_s, cfg.window_s)
-            words = words_in(tr.committed + tr.partial, lo, end)
-            committed = " ".join(w.text.strip() for w in words_in(tr.committed, lo, end))
-            partial = " ".join(w.text.strip() for w in words_in(tr.partial, lo, end))
+            if self._asr_thread is not None:
+                text_end = min(end, max(tr.t, self._asr_thread.decoded_to))
+            lo = text_end - max(cfg.text_context_s, cfg.window_s)
+            words = words_in(tr.committed + tr.partial, lo, text_end)
+        reasons = flag_repeats([w.text for w in words], [w.suspect for w in words], [(w.start, w.end) for w in words])
+        trusted = [w for w, why in zip(words, reasons) if not why]
+        n_committed = len(words_in(tr.committed, lo, text_end)) if words else 0
+        committed = " ".join(w.text.strip() for w, why in zip(words[:n_committed], reasons) if not why)
+        partial = " ".join(w.text.strip() for w, why in zip(words[n_committed:], reasons[n_committed:]) if not why)
+        suppressed = " ".join(w.text.strip() for w, why in zip(words, reasons) if why)
         if self._asr is None:
-            statuses[Modality.TEXT] = HealthStatus(Health.OK, "typed text" if self._typed_text else "no recogniser")
+            statuses[Modality.TEXT] = (
+                HealthStatus(Health.OK, "typed text") if self._typed_text else HealthStatus(Health.DROPPED, "no recogniser")
+            )
         else:
-            statuses[Modality.TEXT] = self.health.text(statuses[Modality.AUDIO], len(words), now, start)
-        text_str = " ".join(w.text.strip() for w in words).strip()
+            statuses[Modality.TEXT] = self.health.text(
+                statuses[Modality.AUDIO], len(trusted), now, start, [why for why in reasons if why]
+            )
+        text_str = " ".join(w.text.strip() for w in trusted).strip()
         if self._typed_text is not None:
             text_str = (self._typed_text[1] + " " + text_str).strip()
             committed = (self._typed_text[1] + " " + committed).strip()
@@ -347,7 +389,8 @@ class Pipeline:
         )
         smoothed = self.smoother.update(result)
         latency = 1000 * (time.perf_counter() - t0)
-        return WindowResult(start, end, result, statuses, committed, partial, latency, smoothed)
+        lag = {"recogniser": round(max(0.0, end - text_end), 2)} if self._asr_thread is not None else {}
+        return WindowResult(start, end, result, statuses, committed, partial, latency, smoothed, suppressed, lag)
 
     def flush(self, end: float | None = None) -> list[WindowResult]:
         """End of stream at ``end`` (default: where the data pushed so far end). The

@@ -34,7 +34,7 @@ def timeline_figure(rows: list[dict], faults=(), title: str = "", horizon: float
     ax, axp, axh = axes
     if rows:
         t = np.array([r["t_end"] for r in rows], float)
-        s = np.array([r["score"] for r in rows], float)
+        s = np.array([r["score"] for r in rows], float)  # None (no data) -> NaN: a gap in the line
         c = np.array([r["confidence"] for r in rows], float)
         lo, hi = confidence_band(s, c)
         ax.fill_between(t, lo, hi, color="#1f77b4", alpha=0.18, step=None, label="confidence band")
@@ -47,7 +47,8 @@ def timeline_figure(rows: list[dict], faults=(), title: str = "", horizon: float
         t0 = np.array([r.get("t_start", r["t_end"] - 1.0) for r in rows], float)
         left = np.maximum(t0, np.concatenate([[-np.inf], t[:-1]]))
         width = np.maximum(t - left, 1e-3)
-        probs = np.array([[r["confidences"][k] for k in SENTIMENT_CLASSES] for r in rows])
+        # a no-data window (``no_data``: no modality usable) has no estimate: a gap, not a bar
+        probs = np.nan_to_num(np.array([[r["confidences"][k] for k in SENTIMENT_CLASSES] for r in rows], float))
         bottom = np.zeros(len(rows))
         for j, k in enumerate(SENTIMENT_CLASSES):
             axp.bar(left, probs[:, j], width, bottom=bottom, align="edge", color=CLASS_COLOURS[k], label=k, alpha=0.8, lw=0)
@@ -60,6 +61,7 @@ def timeline_figure(rows: list[dict], faults=(), title: str = "", horizon: float
         x0 = first if horizon is None else max(t.max() - horizon, first)
         ax.set_xlim(x0, t.max() + 0.2)
     x_lo = ax.get_xlim()[0] if rows else -math.inf
+    spans = []
     for f in faults:
         m, label, a, b = (f.modality.value, f.kind.value, f.start, f.end) if hasattr(f, "kind") else f
         if math.isinf(b):
@@ -69,7 +71,7 @@ def timeline_figure(rows: list[dict], faults=(), title: str = "", horizon: float
             continue
         for axis in axes:
             axis.axvspan(a, b, color=FAULT_COLOURS.get(m, "#999"), alpha=0.15, lw=0)
-        ax.text((a + b) / 2, 2.75, f"{m}:{label}", ha="center", va="top", fontsize=8, color="#444", clip_on=True)
+        spans.append((m, f"{m}:{label}", a, b))
     ax.axhline(0, color="#999", lw=0.8)
     ax.set_ylim(-3.05, 3.05)
     ax.set_ylabel("sentiment score")
@@ -84,7 +86,72 @@ def timeline_figure(rows: list[dict], faults=(), title: str = "", horizon: float
     if title:
         ax.set_title(title)
     fig.tight_layout()
+    if spans:
+        fault_labels(ax, spans)
     return fig
+
+
+#: the gid of a fault label's text (tests and callers find the labels by it)
+FAULT_LABEL_GID = "fault-label"
+
+
+def fault_labels(ax, spans, fontsize: float = 7.5, gap_px: float = 6.0) -> list:
+    """Draws each fault of ``spans`` ((modality, label, start, end), in data x) as a band of
+    its own across its interval at the top of ``ax``, labelled inside the band (the bands lie
+    under the plotted lines, the labels over them).
+
+    Faults that overlap in time, or whose labels would touch, go to separate lanes (stacked
+    downwards, each one label high): a greedy interval colouring on the bands' and labels'
+    extents in pixels, so no two labels or bands of a lane meet. Call it once the layout is
+    final (after ``tight_layout``): the pixel sizes depend on it. Returns the label texts."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.patches import Rectangle
+    from matplotlib.transforms import blended_transform_factory
+
+    fig = ax.figure
+    if not hasattr(fig.canvas, "get_renderer"):
+        FigureCanvasAgg(fig)  # a figure made without pyplot: give it a canvas that can measure text
+    renderer = fig.canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    x0, x1 = ax.get_xlim()
+    to_px = ax.transData.transform
+    texts, placed = [], []
+    for m, label, a, b in spans:
+        if min(b, x1) <= max(a, x0):
+            continue  # outside the shown stretch
+        t = ax.text(0, 0, label, fontsize=fontsize, color="#222", ha="center", va="center", zorder=5, gid=FAULT_LABEL_GID)
+        ext = t.get_window_extent(renderer)
+        pa, pb = to_px([[max(a, x0), 0], [min(b, x1), 0]])[:, 0]
+        w = ext.width + 4  # a little air either side of the text
+        # the label sits on its band's middle, moved inwards where it would leave the axes
+        cx = min(max((pa + pb) / 2, box.x0 + w / 2 + 1), box.x1 - w / 2 - 1)
+        placed.append([min(pa, cx - w / 2), max(pb, cx + w / 2), cx, ext.height, m, a, b, t])
+        texts.append(t)
+    if not placed:
+        return texts
+    lane_end: list[float] = []  # the right edge (px) of the last thing in each lane
+    lanes = []
+    for item in sorted(placed, key=lambda it: (it[0], it[1])):
+        left, right = item[0], item[1]
+        for k, end in enumerate(lane_end):
+            if left >= end + gap_px:
+                lane_end[k] = right
+                break
+        else:
+            k = len(lane_end)
+            lane_end.append(right)
+        lanes.append((k, item))
+    height_px = max(it[3] for it in placed) + 4
+    lane_h = height_px / max(box.height, 1.0)  # in axes fraction
+    blend = blended_transform_factory(ax.transData, ax.transAxes)
+    inv = ax.transData.inverted()
+    for k, (left, right, cx, _, m, a, b, t) in lanes:
+        top = 1.0 - 0.01 - k * (lane_h + 2 / max(box.height, 1.0))
+        ax.add_patch(Rectangle((max(a, x0), top - lane_h), min(b, x1) - max(a, x0), lane_h, transform=blend,
+                               color=FAULT_COLOURS.get(m, "#999"), alpha=0.45, lw=0, zorder=1.5, clip_on=True))
+        t.set_transform(blend)
+        t.set_position((inv.transform([[cx, 0]])[0, 0], top - lane_h / 2))
+    return texts
 
 
 def save_timeline(rows: list[dict], path, faults=(), title: str = "") -> None:

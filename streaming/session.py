@@ -2,12 +2,22 @@
 with the state the UI shows. The UI keeps one per browser session and closes it when the
 session ends.
 
-    s = LiveSession(model, asr_factory)
-    s.video(frame)            # browser webcam frame (RGB uint8)
-    s.audio((48000, int16))   # browser microphone chunk
-    s.tick()                  # time passes (windows of dead sensors still come out)
+    s = LiveSession(model, asr)
+    s.video(frame)            # browser webcam frame (RGB uint8): queued, returns at once
+    s.audio((48000, int16))   # browser microphone chunk: converted, queued
     s.rows                    # WindowResult.to_json() dicts, oldest first
+    s.configure(2.0, 0.5)     # new window / hop: a fresh pipeline, from now on
     s.close()
+
+Live input (``video``, ``audio``, ``submit``) only stamps and queues the item; a worker
+thread analyses the queue and lets the pipeline's clock run, so a slow window never holds
+the browser's next frame back, and windows come out on the clock whatever the load. When
+the worker falls behind, it thins the camera frames that waited too long to ``LATE_FPS``
+and skips the rest (never audio, never windows): a skipped frame still proves the camera alive (``Pipeline.skip``), and how far behind the worker is
+shows as ``lag["server"]`` on every window, never as a sensor fault. When every input stops
+at once (the transport or the server stalled; a dead sensor leaves the others arriving),
+windows wait up to ``STALL_HOLD_S`` for the data on its way before judging. A replay
+(``push``) is analysed on the caller's thread, at its own pace.
 """
 
 from __future__ import annotations
@@ -17,47 +27,102 @@ import io
 import json
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 from models.types import MODALITIES, SENTIMENT_CLASSES, Modality
 from streaming.faults import FaultInjector, FaultKind
 from streaming.pipeline import Pipeline, PipelineConfig
-from streaming.types import WindowResult
+from streaming.types import AudioChunk, VideoFrame, WindowResult
 
 MAX_ROWS = 3600  # an hour of windows at a 1 s hop; older ones are forgotten
+MAX_FRAME_BACKLOG_S = 0.5  # camera frames waiting longer than this are thinned ...
+LATE_FPS = 2.0  # ... to this many a second: the rest are skipped, not analysed
+SETTLE_S = 0.6  # live windows are judged this long after they end (the last chunk is in)
+STALL_HOLD_S = 3.0  # windows wait up to this long when every input stops at once
+AUDIO_DRIFT_S = 2.0  # the microphone's sample clock is re-anchored when this far behind
 
 
 class LiveSession:
-    """Live pipeline state for one user. ``asr`` is a ``StreamingASR`` (or None for no text)."""
+    """Live pipeline state for one user. ``asr`` is a ``StreamingASR`` (or None for no text);
+    ``clock`` gives seconds on the session's clock (default: wall-clock seconds since the
+    session began); ``worker=False`` analyses queued input only when ``process()`` is called
+    (tests step it by hand)."""
 
-    def __init__(self, model, asr=None, window_s: float = 3.0, hop_s: float = 1.0, asr_mode: str = "thread", clock=None):
+    def __init__(self, model, asr=None, window_s: float = 3.0, hop_s: float = 1.0, asr_mode: str = "thread",
+                 clock=None, worker: bool = True, settle_s: float = SETTLE_S):
         from streaming.sources import BrowserInput
 
         self.model = model
+        self.name = "session"  # names the exports (a replay: the recording's name)
+        self._asr = asr
+        self._asr_mode = asr_mode if asr is not None else "off"
+        self.settle_s = settle_s
         self.faults = FaultInjector(seed=0)
-        self.cfg = PipelineConfig(window_s=window_s, hop_s=hop_s, asr_mode=asr_mode if asr is not None else "off")
-        self.pipeline = Pipeline(model, asr, self.faults, self.cfg)
         self.browser = BrowserInput()
         self._t0 = time.monotonic()
         self.clock = clock or (lambda: time.monotonic() - self._t0)
         self._audio_started = False
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # rows
+        self._work = threading.RLock()  # the pipeline: one analysis at a time
+        self._inbox: deque[tuple[float, object]] = deque()  # (arrival, item)
+        self._wake = threading.Condition()
         self.rows: list[dict] = []
         self.errors: dict[str, str] = {}  # the last input error per modality
         self.workers: list = []  # local devices or a replay feeding this session
+        self.frames_skipped = 0  # camera frames the worker had no time to analyse
+        self.processed_to = -float("inf")  # the clock reading the last ``process`` ran to
         self.closed = False
         self.finished = threading.Event()  # set when the stream ended (``finish``)
+        self.pipeline: Pipeline | None = None
+        self.configure(window_s, hop_s)
+        self._thread = None
+        if worker:
+            self._thread = threading.Thread(target=self._run, name="live-session", daemon=True)
+            self._thread.start()
+
+    def configure(self, window_s: float, hop_s: float) -> None:
+        """New window and hop lengths, taking effect now: the current pipeline closes, its
+        windows are cleared, and a fresh one starts on the same clock, inputs and faults.
+        ValueError (nothing changed) for lengths the pipeline refuses."""
+        cfg = PipelineConfig(window_s=float(window_s), hop_s=float(hop_s), asr_mode=self._asr_mode,
+                             settle_s=self.settle_s if self._asr_mode != "sync" else 0.0)
+        with self._work:
+            again = self.pipeline is not None
+            if again:
+                self.pipeline.close()
+            if self._asr is not None:
+                self._asr.reset()
+            self.cfg = cfg
+            self.pipeline = Pipeline(self.model, self._asr, self.faults, cfg)
+            if again:  # the new windows start now, not where the first input lands
+                self.pipeline.begin(self.clock())
+            with self._wake:
+                self._inbox.clear()
+            self._last_frame_t = -float("inf")
+            self._newest_arrival = -float("inf")  # the latest arrival of any input
+            with self._lock:
+                self.rows.clear()
+            self._rendered = None
 
     # ------------------------------------------------------------ inputs
-    def _take(self, windows: list[WindowResult]) -> None:
+    def _take(self, windows: list[WindowResult], now: float | None = None) -> None:
         if windows:
+            if now is not None:  # how late each window came out: the server's lag
+                for w in windows:
+                    w.lag["server"] = round(max(0.0, now - w.t_end - self.cfg.settle_s), 2)
             with self._lock:
                 self.rows.extend(w.to_json() for w in windows)
                 del self.rows[:-MAX_ROWS]
 
+    def _queue(self, item) -> None:
+        with self._wake:
+            self._inbox.append((self.clock(), item))
+            self._wake.notify()
+
     def video(self, frame) -> None:
-        """A browser webcam frame; bad frames become an unusable frame (health DEGRADED /
-        DROPPED with the reason), never an exception."""
+        """A browser webcam frame, stamped with its arrival and queued. A bad frame becomes
+        an unusable frame (health DEGRADED / DROPPED with the reason), never an exception."""
         if frame is None or self.closed:
             return
         now = self.clock()
@@ -66,13 +131,14 @@ class LiveSession:
             self.errors.pop("vision", None)
         except ValueError as e:
             self.errors["vision"] = str(e)
-            self.pipeline.reject(Modality.VISION, now, f"invalid frame: {e}")
-            self._take(self.pipeline.advance(now))
+            self._queue(("reject", Modality.VISION, now, f"invalid frame: {e}"))
             return
-        self._take(self.pipeline.push(item, now))
+        self._queue(item)
 
     def audio(self, chunk) -> None:
-        """A browser microphone chunk ``(rate, samples)``."""
+        """A browser microphone chunk ``(rate, samples)``, placed on the microphone's own
+        sample clock (re-anchored to the wall clock only when it runs ahead of it, or more
+        than ``AUDIO_DRIFT_S`` behind: a pause), and queued."""
         if chunk is None or self.closed:
             return
         now = self.clock()
@@ -83,30 +149,91 @@ class LiveSession:
                 self.browser.start(max(0.0, now - len(samples) / max(int(rate), 1)))
                 self._audio_started = True
             item = self.browser.audio(chunk)
-            if abs(item.end - now) > 0.3:  # the sample clock drifted from the wall clock
+            if item.end > now + 0.3 or item.end < now - AUDIO_DRIFT_S:
                 item = self.browser.audio(chunk, t=max(0.0, now - item.duration))
             self.errors.pop("audio", None)
         except ValueError as e:
             self.errors["audio"] = str(e)
-            self.pipeline.reject(Modality.AUDIO, now, f"invalid audio: {e}")
-            self._take(self.pipeline.advance(now))
+            self._queue(("reject", Modality.AUDIO, now, f"invalid audio: {e}"))
             return
-        self._take(self.pipeline.push(item, now))
+        self._queue(item)
+
+    def submit(self, item) -> None:
+        """An item from a live local device (its own timestamps), queued like browser input."""
+        if not self.closed:
+            self._queue(item)
 
     def push(self, item, now: float | None = None) -> None:
-        """An item from a local device or a replay (its own timestamps)."""
+        """An item from a replay, analysed now on the caller's thread (its own timestamps)."""
         if not self.closed:
-            self._take(self.pipeline.push(item, now))
+            with self._work:
+                self._take(self.pipeline.push(item, now))
+
+    def process(self, now: float | None = None) -> int:
+        """Analyses what is queued, then lets the clock run to ``now`` (default: the clock);
+        returns the number of items taken. The worker calls it; tests without a worker do."""
+        with self._work:
+            with self._wake:
+                batch, self._inbox = list(self._inbox), deque()
+            p = self.pipeline
+            for arrival, item in batch:
+                if self.closed:
+                    return len(batch)
+                if isinstance(item, tuple):  # ("reject", modality, t, reason)
+                    _, m, t, reason = item
+                    p.reject(m, t, reason)
+                    continue
+                if isinstance(item, VideoFrame):
+                    # behind: frames that waited too long are thinned to LATE_FPS, so the
+                    # window still has faces to read and the backlog drains
+                    late = self.clock() - arrival > MAX_FRAME_BACKLOG_S
+                    if late and item.t < self._last_frame_t + 1.0 / LATE_FPS - 1e-6:
+                        p.skip(item, arrival)
+                        self.frames_skipped += 1
+                        continue
+                    self._last_frame_t = item.t
+                self._take(p.push(item, arrival), self.clock())
+            if batch:
+                self._newest_arrival = max(self._newest_arrival, max(a for a, _ in batch))
+            asked = t = self.clock() if now is None else now
+            quiet = t - self._newest_arrival
+            if self.cfg.health.no_data_s / 2 < quiet <= STALL_HOLD_S:
+                # every input went quiet at once: the transport or this server stalled (a dead
+                # sensor leaves the others arriving). The windows that what has arrived
+                # covers come out; later ones wait for the data on its way, late (server
+                # lag) rather than judged on what has not arrived yet
+                t = min(t, self._newest_arrival + self.cfg.settle_s)
+            self._take(p.advance(t), self.clock())
+            self.processed_to = max(self.processed_to, asked)
+            return len(batch)
+
+    def _run(self) -> None:
+        while not self.closed:
+            with self._wake:
+                if not self._inbox:
+                    self._wake.wait(timeout=0.1)
+            try:
+                self.process()
+            except Exception as e:  # noqa: BLE001 - shown on the page, the session goes on
+                self.errors["session"] = f"{type(e).__name__}: {e}"
+                time.sleep(0.2)
+
+    def idle(self) -> bool:
+        """Nothing queued (tests wait on it)."""
+        with self._wake:
+            return not self._inbox
 
     def tick(self, now: float | None = None) -> None:
-        if not self.closed:
-            self._take(self.pipeline.advance(self.clock() if now is None else now))
+        """Time passes (windows of dead sensors still come out); with a worker it runs anyway."""
+        if not self.closed and self._thread is None:
+            self.process(now)
 
     def finish(self, end: float | None = None) -> None:
         """The stream ended at ``end`` (a replay's duration): the last words are committed and
         the final window, of its true length, comes out (``Pipeline.flush``)."""
         if not self.closed:
-            self._take(self.pipeline.flush(end))
+            with self._work:
+                self._take(self.pipeline.flush(end))
         self.finished.set()
 
     def source_error(self, modality: str, message: str) -> None:
@@ -146,32 +273,52 @@ class LiveSession:
             return "\n".join(json.dumps(r) for r in self.rows) + ("\n" if self.rows else "")
 
     def export_csv(self) -> str:
-        cols = ["t_start", "t_end", "score", "label", "confidence"] + [f"p_{c}" for c in SENTIMENT_CLASSES]
+        """The windows as CSV, one row each (the JSONL's fields flattened; empty where null)."""
+        cols = ["t_start", "t_end", "no_data", "score", "label", "confidence"] + [f"p_{c}" for c in SENTIMENT_CLASSES]
+        cols += ["smoothed_score", "smoothed_label"]
         for m in MODALITIES:
             cols += [f"{m.value}_state", f"{m.value}_reason", f"{m.value}_score"]
-        cols += ["transcript", "partial", "latency_ms"]
+        cols += ["transcript", "partial", "suppressed", "recogniser_lag_s", "server_lag_s", "latency_ms"]
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(cols)
         with self._lock:
             rows = list(self.rows)
+
+        def cell(x):
+            return "" if x is None else x
+
         for r in rows:
-            line = [r["t_start"], r["t_end"], r["score"], r["label"], r["confidence"]]
-            line += [r["confidences"][c] for c in SENTIMENT_CLASSES]
+            line = [r["t_start"], r["t_end"], int(r["no_data"]), cell(r["score"]), cell(r["label"]), cell(r["confidence"])]
+            line += [cell(r["confidences"][c]) for c in SENTIMENT_CLASSES]
+            line += [cell(r["smoothed_score"]), cell(r["smoothed_label"])]
             for m in MODALITIES:
                 d = r["modalities"][m.value]
-                line += [d["state"], d["reason"], "" if d["score"] is None else d["score"]]
-            line += [r["transcript"], r["partial"], r["latency_ms"]]
+                line += [d["state"], d["reason"], cell(d["score"])]
+            lag = r.get("lag", {})
+            line += [r["transcript"], r["partial"], r["suppressed"], cell(lag.get("recogniser")), cell(lag.get("server"))]
+            line += [r["latency_ms"]]
             w.writerow(line)
         return buf.getvalue()
 
-    def write_exports(self, folder: str | Path) -> tuple[Path, Path]:
+    def write_exports(self, folder: str | Path, stem: str = "session") -> tuple[Path, Path]:
+        """Writes ``stem.csv`` and ``stem.jsonl`` (JSON Lines: one window per line) in ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        c, j = folder / "session.csv", folder / "session.jsonl"
+        c, j = folder / f"{stem}.csv", folder / f"{stem}.jsonl"
         c.write_text(self.export_csv())
         j.write_text(self.export_json())
         return c, j
+
+    def transcript_view(self, span_s: float = 60.0):
+        """The recogniser's words of the last ``span_s`` seconds: (committed, partial) lists of
+        ``streaming.types.Word`` (suspect words included, marked), for the transcript panel."""
+        with self._work:
+            tr = self.pipeline.transcript
+        if tr is None:
+            return [], []
+        end = max([w.end for w in tr.committed + tr.partial], default=0.0)
+        return [w for w in tr.committed if w.end > end - span_s], list(tr.partial)
 
     def reset(self) -> None:
         with self._lock:
@@ -187,4 +334,9 @@ class LiveSession:
                 w.stop()
             except Exception:  # noqa: BLE001 - already stopped
                 pass
-        self.pipeline.close()
+        with self._wake:
+            self._wake.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        with self._work:
+            self.pipeline.close()

@@ -62,10 +62,15 @@ class AudioChunk:
 
 @dataclass
 class Word:
+    """One recognised word, times in pipeline seconds. ``suspect``: why the word is not
+    trusted as said (a recogniser hallucination, ``streaming.transcript_trust``); "" when it is.
+    Suspect words are shown struck out and never reach the model."""
+
     text: str
     start: float
     end: float
     probability: float = 1.0
+    suspect: str = ""
 
 
 @dataclass
@@ -80,9 +85,12 @@ class Transcript:
     no_speech_prob: float | None = None
     error: str | None = None  # the last decode failed
 
-    def text(self, start: float = -np.inf, end: float = np.inf, partial: bool = True) -> str:
+    def text(self, start: float = -np.inf, end: float = np.inf, partial: bool = True, suspect: bool = False) -> str:
+        """The words overlapping [start, end) as one string; suspect words only with ``suspect``."""
         words = self.committed + (self.partial if partial else [])
-        return " ".join(w.text.strip() for w in words if w.end > start and w.start < end).strip()
+        return " ".join(
+            w.text.strip() for w in words if w.end > start and w.start < end and (suspect or not w.suspect)
+        ).strip()
 
 
 @dataclass
@@ -99,15 +107,28 @@ class WindowResult:
     #: the estimate carried over the latest windows (``streaming.smoothing``); None: the
     #: window's own result stands alone
     smoothed: SentimentResult | None = None
+    #: the window's words not trusted as said (recogniser hallucinations), never read
+    suppressed: str = ""
+    #: seconds the processing is behind the media, by stage ("recogniser": audio not yet
+    #: decoded at the window's end; "server": how late the window came out); not sensor faults
+    lag: dict[str, float] = field(default_factory=dict)
 
     @property
     def current(self) -> SentimentResult:
         """What to show as the live answer: the smoothed result where there is one."""
         return self.smoothed if self.smoothed is not None else self.result
 
+    @property
+    def no_data(self) -> bool:
+        """No modality reached the model: the result is only the model's prior, not a reading."""
+        return not self.result.used
+
     def to_json(self) -> dict:
-        """One line of the simulator's JSONL output: the window's own estimate (score,
-        label, confidence, confidences) and the smoothed one (smoothed_*)."""
+        """One line of the JSONL output: the window's own estimate (score, label, confidence,
+        confidences), the smoothed one (smoothed_*), each modality's health and estimate, the
+        trusted transcript (committed, partial) and the suppressed words, the lag by stage.
+        ``no_data`` is true when no modality was usable: then every estimate is null (the
+        model's prior is no reading)."""
         r = self.result
         sm = self.current
         mods = {}
@@ -120,18 +141,26 @@ class WindowResult:
                 "score": None if est is None else round(est.score, 4),
                 "in_domain": None if est is None else round(est.in_domain, 4),
             }
+        empty = self.no_data
+
+        def num(x: float) -> float | None:
+            return None if empty else round(x, 4)
+
         return {
             "t_start": round(self.t_start, 3),
             "t_end": round(self.t_end, 3),
-            "score": round(r.score, 4),
-            "label": r.label,
-            "confidence": round(r.confidence, 4),
-            "confidences": {k: round(v, 4) for k, v in r.confidences().items()},
-            "smoothed_score": round(sm.score, 4),
-            "smoothed_label": sm.label,
-            "smoothed_confidence": round(sm.confidence, 4),
+            "no_data": empty,
+            "score": num(r.score),
+            "label": None if empty else r.label,
+            "confidence": num(r.confidence),
+            "confidences": {k: num(v) for k, v in r.confidences().items()},
+            "smoothed_score": num(sm.score),
+            "smoothed_label": None if empty else sm.label,
+            "smoothed_confidence": num(sm.confidence),
             "modalities": mods,
             "transcript": self.transcript,
             "partial": self.partial,
+            "suppressed": self.suppressed,
+            "lag": dict(self.lag),
             "latency_ms": round(self.latency_ms, 2),
         }

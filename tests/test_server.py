@@ -249,6 +249,8 @@ class MediaClock:
         return self.now
 
 
+from streaming.session import SETTLE_S  # noqa: E402
+
 STREAM_S = 5.0  # seconds of media streamed: windows end at 3, 4 and 5 s (3 s long, 1 s hop)
 
 
@@ -287,6 +289,21 @@ def test_streamed_webcam_and_microphone_produce_windows(app, server, http, confi
     events = {"frame": None, "audio": None}
     api = {"frame": "stream_frame", "audio": "stream_audio"}
     responses = {"frame": [], "audio": []}  # (media time of the input, its response)
+    def session():
+        live = [v for v in demo.state_holder[q.session_hash].state_data.values() if type(v).__name__ == "LiveSession"]
+        return live[0] if live else None
+
+    def caught_up(deadline_s: float = 60.0) -> None:
+        """Waits until the session's worker has taken every input and run to the clock (the
+        worker analyses input on its own thread; the responses do not wait for it)."""
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            s = session()
+            if s is not None and s.idle() and s.processed_to >= clock.now:
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"the session did not catch up with {clock.now} s of media")
+
     try:
         for at, _, kind, k in schedule:
             clock.now = at / 10
@@ -297,6 +314,10 @@ def test_streamed_webcam_and_microphone_produce_windows(app, server, http, confi
                 q.send(api[kind], events[kind], data)
             out = q.wait_outputs(events[kind], len(responses[kind]) + 1)
             responses[kind].append((clock.now, out[len(responses[kind])]))
+            caught_up()
+        # live windows are judged SETTLE_S after they end (the last chunk is in by then)
+        clock.now = STREAM_S + SETTLE_S + 0.05
+        caught_up()
     finally:
         for ev in events.values():
             if ev is not None:
@@ -366,3 +387,35 @@ def test_one_window_endpoint_with_gradio_client(server, face_frame, tmp_path):
     label, summary, table = client.predict("", None, handle_file(str(img)), api_name="/analyse")
     assert abs(sum(c["confidence"] for c in label["confidences"]) - 1) < 1e-3
     assert "vision" in summary.split("modalities used:")[1]
+
+
+def test_bad_files_get_clear_messages(server, tmp_path):
+    """A 0-byte and a non-audio .wav in One window: a note on the page says what was wrong
+    and the text is still analysed; a corrupt or empty recording in Replay: an error that
+    says so, not a bare "Error"."""
+    from gradio_client import Client, handle_file
+
+    client = Client(server[0], verbose=False)
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"this is not a wave file at all " * 100)
+    for f, said in ((empty, "empty (0 bytes)"), (junk, "could not be read as audio")):
+        label, summary, table = client.predict("what a lovely day", handle_file(str(f)), None, api_name="/analyse")
+        assert said in summary and f.name in summary, summary
+        assert "modalities used: text" in summary  # the rest is not lost
+        assert abs(sum(c["confidence"] for c in label["confidences"]) - 1) < 1e-3
+    pic = tmp_path / "face.png"
+    pic.write_bytes(b"\x89PNG but not really")
+    _, summary, _ = client.predict("fine", None, handle_file(str(pic)), api_name="/analyse")
+    assert "could not be read as an image" in summary, summary
+
+    from gradio_client.exceptions import AppError
+
+    for name, data in (("empty.mp4", b""), ("corrupt.mp4", b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 500)):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(AppError) as err:
+            client.predict(handle_file(str(path)), "", False, api_name="/on_replay")
+        msg = str(err.value)
+        assert f"Cannot replay {name}" in msg and ("empty" in msg or "not a video or audio file" in msg), msg
