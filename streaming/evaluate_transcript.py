@@ -194,6 +194,12 @@ def evaluate(loops: int = 4, progress: bool = True) -> dict:
     return out
 
 
+def table(headers: list[str], rows: list[list]) -> list[str]:
+    """Markdown table lines."""
+    return ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)] + [
+        "| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+
+
 def write(res: dict, out: Path) -> None:
     from streaming.bench import machine
 
@@ -210,12 +216,10 @@ def write(res: dict, out: Path) -> None:
         "",
         "## No speech (target: no window with text OK)",
         "",
-        "| recording | s | windows | text OK | before | suppressed words | text states |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for e in res["no_speech"]:
-        lines.append(f"| {e['name']} | {e['seconds']} | {e['windows']} | {e['text_ok']} | {e['before_text_ok']} | "
-                     f"{e['suppressed_words']} | {'; '.join(e['states'])} |")
+    lines += table(["recording", "s", "windows", "text OK", "before", "suppressed words", "text states"],
+                   [[e["name"], e["seconds"], e["windows"], e["text_ok"], e["before_text_ok"], e["suppressed_words"],
+                     "; ".join(e["states"])] for e in res["no_speech"]])
     lines += [
         "",
         f"In all: **{s['no_speech_text_ok']} of {s['no_speech_windows']} windows with text OK** "
@@ -223,12 +227,12 @@ def write(res: dict, out: Path) -> None:
         "",
         f"## Real clips looped (target: no OK window repeating a word {RUN_LEN} or more times in a row)",
         "",
-        "| recording | s | windows | text OK | OK with a run | before | OK with over 21 words | before | longest run in an OK window | recall of the official words | suppressed words |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for e in res["loops"]:
-        lines.append(f"| {e['name']} | {e['seconds']} | {e['windows']} | {e['text_ok']} | {e['ok_with_run']} | "
-                     f"{e['before_ok_with_run']} | {e['ok_dense']} | {e['before_ok_dense']} | {e['longest_run_ok']} | {e['recall']:.2f} | {e['suppressed_words']} |")
+    lines += table(["recording", "s", "windows", "text OK", "OK with a run", "before", "OK with over 21 words", "before",
+                    "longest run in an OK window", "recall of the official words", "suppressed words"],
+                   [[e["name"], e["seconds"], e["windows"], e["text_ok"], e["ok_with_run"], e["before_ok_with_run"],
+                     e["ok_dense"], e["before_ok_dense"], e["longest_run_ok"], f"{e['recall']:.2f}", e["suppressed_words"]]
+                    for e in res["loops"]])
     lines += [
         "",
         f"In all: **{s['loop_ok_with_run']} OK windows with a run of {RUN_LEN}+** ({s['loop_ok_with_run_before']} before), "

@@ -303,23 +303,23 @@ class HealthMonitor:
         self._asr_started: float | None = None
         self._asr_log: deque[tuple[float, str]] = deque(maxlen=256)  # (time, error or "") per step
 
-    def observe(self, m: Modality, t: float, duration: float, check: Check, now: float) -> None:
+    def _arrived(self, m: Modality, t: float, now: float, duration: float = 0.0) -> _Stream:
+        """Liveness bookkeeping of an item captured at ``t`` arriving at ``now``."""
         s = self.streams[m]
         if s.newest_t is None or t >= s.newest_t:
             s.transit = max(0.0, now - t - (duration if m == Modality.AUDIO else 0.0))
         s.last_arrival = now
         s.newest_t = t if s.newest_t is None else max(s.newest_t, t)
-        s.checks.append((t, duration, check))
         s.error = ""
+        return s
+
+    def observe(self, m: Modality, t: float, duration: float, check: Check, now: float) -> None:
+        self._arrived(m, t, now, duration).checks.append((t, duration, check))
 
     def passed(self, m: Modality, t: float, now: float) -> None:
         """An item that arrived but was not analysed (more frames than the analysis rate, or
         frames the server skipped to keep up): the sensor is alive and delivered it."""
-        s = self.streams[m]
-        s.last_arrival = now
-        s.newest_t = t if s.newest_t is None else max(s.newest_t, t)
-        s.passed.append(t)
-        s.error = ""
+        self._arrived(m, t, now).passed.append(t)
 
     def source_error(self, m: Modality, message: str) -> None:
         self.streams[m].error = message

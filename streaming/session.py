@@ -33,7 +33,7 @@ from pathlib import Path
 from models.types import MODALITIES, SENTIMENT_CLASSES, Modality
 from streaming.faults import FaultInjector, FaultKind
 from streaming.pipeline import Pipeline, PipelineConfig
-from streaming.types import AudioChunk, VideoFrame, WindowResult
+from streaming.types import VideoFrame, WindowResult
 
 MAX_ROWS = 3600  # an hour of windows at a 1 s hop; older ones are forgotten
 MAX_FRAME_BACKLOG_S = 0.5  # camera frames waiting longer than this are thinned ...
