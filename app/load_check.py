@@ -10,17 +10,23 @@ ways the app takes media:
   samples are over, into a ``LiveSession`` with its worker thread and the recogniser on its
   own thread, as the Live tab runs;
 - *replay*: the Replay tab's path (``app.ui.start_replay``), the recording's own timestamps,
-  the recogniser in the window step.
+  the recogniser in the window step;
+- *browser* (real clips only; ``--no-browser`` leaves it out): ``python app.py`` in its own
+  process and headless Chromium whose fake camera and microphone play the clips
+  (``app.browser``) into the Live tab, exported after ``--seconds``: Gradio's streaming
+  transport included, so items reach the server late under load (``lag["transport"]``).
 
 Each runs once on an idle machine and once with ``--busy`` processes spinning (one per core:
 both cores busy). Reported per run: the share of windows with vision OK and audio OK, the
 share of the windows OK on the idle machine that stay OK under load (target: at least 95 %),
-the text states, the server lag and the frames skipped. Writes ``OUT.md`` and ``OUT.json``.
+the text states, the transport, server and recogniser lag and the frames skipped. Writes
+``OUT.md`` and ``OUT.json`` (a "## Before" section already in ``OUT.md`` is kept).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -125,6 +131,49 @@ def run_replay(app, path: str, seconds: float) -> tuple[list[dict], dict]:
     return rows, {}
 
 
+def run_browser(url: str, media: tuple[Path, Path], seconds: float) -> tuple[list[dict], dict]:
+    """The real clips played by Chromium's fake camera and microphone into the Live tab of
+    the app at ``url`` (``python app.py``, its own process) for ``seconds``, then exported:
+    the browser's transport (Gradio's streaming events) included, as a user runs it."""
+    from playwright.sync_api import sync_playwright
+
+    from app import browser as B
+
+    with sync_playwright() as pw:
+        browser = B.launch_browser(pw, *media)
+        try:
+            live = B.LivePage(B.new_page(browser, url))
+            live.open_live()
+            live.start_webcam()
+            live.start_microphone()
+            time.sleep(seconds)
+            files = live.export()
+            live.stop_streams()
+        finally:
+            browser.close()
+    jsonl = next(v for k, v in files.items() if k.endswith(".jsonl"))
+    return B.parse_jsonl(jsonl), {}
+
+
+class Server:
+    """``python app.py`` on a free port for the block (``url``)."""
+
+    def __enter__(self):
+        from app import browser as B
+
+        self.log = tempfile.TemporaryFile()
+        self.url = f"http://127.0.0.1:{B.free_port()}"
+        self.proc = B.start_app(int(self.url.rsplit(":", 1)[1]), self.log)
+        B.wait_for_server(self.url, self.proc, timeout=300)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from app import browser as B
+
+        B.stop_app(self.proc)
+        self.log.close()
+
+
 def summarise(rows: list[dict], base: list[dict] | None) -> dict:
     def share(m: str, rs) -> float:
         return round(100 * float(np.mean([r["modalities"][m]["state"] == "OK" for r in rs])), 1) if rs else float("nan")
@@ -139,10 +188,16 @@ def summarise(rows: list[dict], base: list[dict] | None) -> dict:
             kept = [now[t]["modalities"][m]["state"] == "OK" for t in ok_before if t in now]
             out[f"{m}_kept_pct"] = round(100 * float(np.mean(kept)), 1) if kept else float("nan")
     out["text_states"] = dict(Counter(r["modalities"]["text"]["state"] for r in rows))
+    out["text_not_ok"] = dict(Counter(f"{r['modalities']['text']['state']}: {r['modalities']['text']['reason']}"
+                                      for r in rows if r["modalities"]["text"]["state"] != "OK").most_common(6))
     lag = [r.get("lag", {}).get("server") for r in rows]
     lag = [x for x in lag if x is not None]
     if lag:
         out["server_lag_s"] = {"p50": round(float(np.median(lag)), 2), "max": round(float(max(lag)), 2)}
+    late = [r.get("lag", {}).get("transport") for r in rows]
+    late = [x for x in late if x is not None]
+    if late:
+        out["transport_lag_s"] = {"p50": round(float(np.median(late)), 2), "max": round(float(max(late)), 2)}
     asr = [r.get("lag", {}).get("recogniser") for r in rows]
     asr = [x for x in asr if x is not None]
     if asr:
@@ -156,6 +211,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--busy", type=int, default=os.cpu_count() or 2, help="spinning processes under load (default: one per core)")
     ap.add_argument("--seconds", type=float, default=25.0, help="seconds of each live run")
     ap.add_argument("--out", default=str(ROOT / "docs" / "load-check"))
+    ap.add_argument("--no-browser", dest="browser", action="store_false",
+                    help="leave out the runs in Chromium (they need chromium and playwright)")
     args = ap.parse_args(argv)
 
     from app.ui import App
@@ -167,21 +224,37 @@ def main(argv=None) -> dict:
     res: dict = {"machine": machine(), "busy_processes": args.busy, "date": time.strftime("%Y-%m-%d"), "runs": []}
     with tempfile.TemporaryDirectory(prefix="load-") as tmp:
         clips = {"demo clip": build_clip(Path(tmp) / "demo.mp4")["path"], "real clips joined": str(join_real_clips(Path(tmp) / "real.mp4"))}
-        for name, path in clips.items():
-            for way, fn in (("live", run_live), ("replay", run_replay)):
+        runs = [(name, way, functools.partial(fn, app, path, args.seconds)) for name, path in clips.items()
+                for way, fn in (("live", run_live), ("replay", run_replay))]
+        server = None
+        if args.browser:
+            from app import browser as B
+
+            if B.missing_browser():
+                print(f"browser runs skipped: {B.missing_browser()}")
+            else:
+                media = B.make_fake_media(Path(tmp) / "fake")
+                server = Server().__enter__()
+                runs.append(("real clips joined", "browser", functools.partial(run_browser, server.url, media, args.seconds)))
+        try:
+            for name, way, fn in runs:
                 base = None
                 for load in ("idle", "busy"):
                     t0 = time.monotonic()
                     if load == "busy":
                         with Busy(args.busy):
-                            rows, extra = fn(app, path, args.seconds)
+                            rows, extra = fn()
                     else:
-                        rows, extra = fn(app, path, args.seconds)
-                    summary = summarise(rows, base)
+                        rows, extra = fn()
+                    # the browser's two runs are two sessions on their own clocks: no pairing
+                    summary = summarise(rows, base if way != "browser" else None)
                     base = rows if load == "idle" else base
                     entry = {"recording": name, "way": way, "load": load, "wall_s": round(time.monotonic() - t0, 1), **extra, **summary}
                     res["runs"].append(entry)
                     print(json.dumps(entry))
+        finally:
+            if server is not None:
+                server.__exit__(None, None, None)
     write(res, Path(args.out))
     return res
 
@@ -200,8 +273,8 @@ def write(res: dict, out: Path) -> None:
         f"{res['busy_processes']} processes spinning, one per core. Target: healthy vision and audio stay OK "
         "in at least 95 % of windows (\"kept\": of the windows OK on the idle machine, the share still OK under load).",
         "",
-        "| recording | way | load | windows | vision OK | kept | audio OK | kept | text states | server lag p50 / max (s) | recogniser lag p50 / max (s) | frames skipped |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| recording | way | load | windows | vision OK | kept | audio OK | kept | text states | transport lag p50 / max (s) | server lag p50 / max (s) | recogniser lag p50 / max (s) | frames skipped |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for e in res["runs"]:
         lag = e.get("server_lag_s")
@@ -211,14 +284,17 @@ def write(res: dict, out: Path) -> None:
             f"{e.get('vision_kept_pct', '')}{' %' if 'vision_kept_pct' in e else ''} | {e['audio_ok_pct']} % | "
             f"{e.get('audio_kept_pct', '')}{' %' if 'audio_kept_pct' in e else ''} | "
             f"{', '.join(f'{k} {v}' for k, v in e['text_states'].items())} | "
-            f"{pair(lag)} | {pair(asr)} | "
+            f"{pair(e.get('transport_lag_s'))} | {pair(lag)} | {pair(asr)} | "
             f"{e.get('frames_skipped', '')} |"
         )
-    lines += ["", "Vision and audio states that were not OK, per run (reason: windows):", ""]
+    lines += ["", "States that were not OK, per run (reason: windows):", ""]
     for e in res["runs"]:
         bad = {m: {k: v for k, v in e[f"{m}_states"].items() if not k.startswith("OK")} for m in ("vision", "audio")}
-        lines.append(f"- {e['recording']}, {e['way']}, {e['load']}: vision {bad['vision'] or 'none'}; audio {bad['audio'] or 'none'}")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        lines.append(f"- {e['recording']}, {e['way']}, {e['load']}: vision {bad['vision'] or 'none'}; audio {bad['audio'] or 'none'}; "
+                     f"text {e.get('text_not_ok') or 'none'}")
+    md = out.with_suffix(".md")
+    before = md.read_text().partition("\n## Before")[2] if md.is_file() else ""
+    md.write_text("\n".join(lines) + "\n" + (f"\n## Before{before}" if before else ""))
 
 
 if __name__ == "__main__":

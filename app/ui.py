@@ -330,8 +330,9 @@ class Views:
 
 
 def status_md(session) -> str:
-    """Latency, the server's and the recogniser's lag (processing behind the media, not a
-    sensor fault), frames skipped to keep up, and input errors."""
+    """Latency, the transport's, the server's and the recogniser's lag (delivery and
+    processing behind the media, not a sensor fault), frames skipped to keep up, and input
+    errors."""
     lat = session.latency()
     row = session.latest()
     parts = []
@@ -342,7 +343,10 @@ def status_md(session) -> str:
         lag = row.get("lag", {})
         server = lag.get("server")
         asr = lag.get("recogniser")
+        transport = lag.get("transport")
         bits = []
+        if transport:
+            bits.append(f"input arriving {transport:.1f} s late")
         if server is not None:
             bits.append(f"server {server:.1f} s behind")
         if asr is not None:
@@ -350,7 +354,7 @@ def status_md(session) -> str:
         if session.frames_skipped:
             bits.append(f"{session.frames_skipped} camera frames skipped to keep up")
         if bits:
-            parts.append("lag (processing, not the sensors): " + ", ".join(bits))
+            parts.append("lag (delivery and processing, not the sensors): " + ", ".join(bits))
     if session.errors:
         parts.append("**input problems:** " + "; ".join(f"{k}: {_md(v)}" for k, v in session.errors.items()))
     return "  \n".join(parts)

@@ -2,9 +2,11 @@
 
 Two kinds of evidence, both per window:
 
-* liveness: when the newest item of a stream arrived and how old it was on arrival
-  (nothing for ``no_data_s`` -> DROPPED; data arriving more than ``lag_s`` after capture
-  -> DEGRADED);
+* liveness: when the newest item of a stream arrived and how late the sensor made it
+  (nothing for ``no_data_s`` -> DROPPED; items held back more than ``lag_s`` by the sensor
+  -> DEGRADED). Lateness an item already had on reaching the pipeline is the transport's
+  (browser, network, the server's queue): the pipeline reports it as ``lag["transport"]``
+  and it is not held against the sensor;
 * quality: every frame and chunk is checked as it arrives (``check_frame``,
   ``check_chunk``); a check is *bad* (the item is unusable and never reaches the model:
   invalid, black, over-exposed, frozen, no face, NaN, wrong rate, zeroed, repeating) or
@@ -40,7 +42,7 @@ from streaming.types import Health, HealthStatus, Transcript
 class HealthConfig:
     # liveness
     no_data_s: float = 1.0  # nothing arrived for this long -> DROPPED
-    lag_s: float = 0.6  # newest item arrived this long after its capture (a late sensor) -> DEGRADED
+    lag_s: float = 0.6  # the sensor held its newest item back this long (a late sensor) -> DEGRADED
     # window rules
     min_usable: float = 0.35  # share of expected items that must be usable, else DROPPED
     degraded_share: float = 0.2  # share of bad or poor items that makes a window DEGRADED
@@ -277,9 +279,11 @@ class _Stream:
     newest_t: float | None = None  # capture time of the newest item
     checks: deque = field(default_factory=lambda: deque(maxlen=4096))  # (t, duration, Check)
     passed: deque = field(default_factory=lambda: deque(maxlen=4096))  # capture times of items not analysed
-    #: how old the newest item was when it arrived (arrival - capture time): the sensor's and
-    #: the transport's delay. Not how long the server took to get round to it: that is lag
-    #: of the processing, reported apart (``WindowResult.lag``)
+    #: how much later the newest item came than the transport brought it (arrival - capture
+    #: time - the lateness it already had on reaching the pipeline): the sensor's own delay
+    #: (a delay fault holds items back). Neither the transport's lateness (browser, network,
+    #: the server's queue) nor how long the server took to get round to an item: both are
+    #: lag, reported apart (``WindowResult.lag``), never a sensor fault
     transit: float = 0.0
     error: str = ""  # a source-level error (device missing)
 
@@ -303,23 +307,24 @@ class HealthMonitor:
         self._asr_started: float | None = None
         self._asr_log: deque[tuple[float, str]] = deque(maxlen=256)  # (time, error or "") per step
 
-    def _arrived(self, m: Modality, t: float, now: float, duration: float = 0.0) -> _Stream:
-        """Liveness bookkeeping of an item captured at ``t`` arriving at ``now``."""
+    def _arrived(self, m: Modality, t: float, now: float, duration: float = 0.0, transport: float = 0.0) -> _Stream:
+        """Liveness bookkeeping of an item captured at ``t`` arriving at ``now``, that was
+        already ``transport`` s late when it reached the pipeline."""
         s = self.streams[m]
         if s.newest_t is None or t >= s.newest_t:
-            s.transit = max(0.0, now - t - (duration if m == Modality.AUDIO else 0.0))
+            s.transit = max(0.0, now - t - (duration if m == Modality.AUDIO else 0.0) - transport)
         s.last_arrival = now
         s.newest_t = t if s.newest_t is None else max(s.newest_t, t)
         s.error = ""
         return s
 
-    def observe(self, m: Modality, t: float, duration: float, check: Check, now: float) -> None:
-        self._arrived(m, t, now, duration).checks.append((t, duration, check))
+    def observe(self, m: Modality, t: float, duration: float, check: Check, now: float, transport: float = 0.0) -> None:
+        self._arrived(m, t, now, duration, transport).checks.append((t, duration, check))
 
-    def passed(self, m: Modality, t: float, now: float) -> None:
+    def passed(self, m: Modality, t: float, now: float, transport: float = 0.0) -> None:
         """An item that arrived but was not analysed (more frames than the analysis rate, or
         frames the server skipped to keep up): the sensor is alive and delivered it."""
-        self._arrived(m, t, now).passed.append(t)
+        self._arrived(m, t, now, transport=transport).passed.append(t)
 
     def source_error(self, m: Modality, message: str) -> None:
         self.streams[m].error = message

@@ -5,7 +5,10 @@
 ``Pipeline.push(item, now)`` takes a ``VideoFrame`` or ``AudioChunk`` (t: capture time on the
 pipeline clock; now: when it arrived, by default t), passes it through the fault injector,
 checks it, stores it, feeds audio to the recogniser, and returns the windows that became
-due. ``advance(now)`` lets time pass without items (a dead sensor sends nothing, yet its
+due. How late an item already was on arriving (``now`` - its end) is the transport's lag
+(browser, network, the server's queue): each window reports the most, ``lag["transport"]``,
+and health never holds it against the sensor; only the lateness the sensor stage adds (a
+delay fault) is. ``advance(now)`` lets time pass without items (a dead sensor sends nothing, yet its
 windows must still come out). ``flush(end)`` ends the stream: the recogniser commits what
 it still holds, the grid windows up to ``end`` come out, and then one final window over
 what they left (``Windower.tail``), so a recording shorter than one window still gives a
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +70,10 @@ class PipelineConfig:
     # its way (a browser's microphone chunk arrives when its 0.5 s are over) are in; 0 for
     # replays, whose items come in capture order
     settle_s: float = 0.0
+    # while an input's items come late (``lag["transport"]``) or a gap in its transport holds
+    # them up, windows wait for them up to this much longer, so they are judged on their
+    # data rather than on what has not arrived yet; 0 for replays
+    wait_late_s: float = 0.0
     health: HealthConfig = field(default_factory=HealthConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
 
@@ -76,6 +84,8 @@ class PipelineConfig:
             raise ValueError(f"need 0 < hop <= window <= 10 s, got {self.hop_s}, {self.window_s}")
         if self.vision_fps <= 0:
             raise ValueError("vision_fps must be positive")
+        if self.settle_s < 0 or self.wait_late_s < 0:
+            raise ValueError("settle_s and wait_late_s must not be negative")
 
 
 class AsrThread:
@@ -171,6 +181,13 @@ class Pipeline:
         self._last_vision_t = -np.inf
         self._clock = -np.inf
         self._data_end = -np.inf  # where the latest item's data ends (stream time)
+        # how late items already were on reaching the pipeline (the transport's lag: browser,
+        # network, the server's queue), per modality: the latest, and (capture time, lateness)
+        self._transport = {Modality.VISION: 0.0, Modality.AUDIO: 0.0}
+        self._entry = {Modality.VISION: -np.inf, Modality.AUDIO: -np.inf}  # when the latest came
+        self._arrived_to = {Modality.VISION: -np.inf, Modality.AUDIO: -np.inf}  # data in, to (stream time)
+        self.settle_now = self.cfg.settle_s  # how long after its end a window is judged now
+        self._transport_log = {m: deque(maxlen=4096) for m in self._transport}
         self._lock = threading.RLock()
         self.results: list[WindowResult] = []
         self.asr_ms: list[float] = []  # recogniser step times (sync mode; thread mode: _asr_thread.decode_ms)
@@ -185,14 +202,26 @@ class Pipeline:
                 end = item.t + 1.0 / self.cfg.vision_fps if isinstance(item, VideoFrame) else item.end
                 self._data_end = max(self._data_end, end)
             if isinstance(item, VideoFrame):
+                self._entered(Modality.VISION, item.t, item.t, now)
                 for f in self.faults.video(item):
                     self._video(f, now)
             elif isinstance(item, AudioChunk):
+                self._entered(Modality.AUDIO, item.t, item.end, now)
                 for c in self.faults.audio(item):
                     self._audio(c, now)
             else:
                 raise TypeError(f"push takes VideoFrame or AudioChunk, not {type(item).__name__}")
             return self._advance(now)
+
+    def _entered(self, m: Modality, t: float, end: float, now: float) -> None:
+        """An item captured at ``t`` (its data ending at ``end``) reached the pipeline at
+        ``now``: how late it already was is the transport's lag, not the sensor's. Items a
+        delay fault holds back are judged against it when they come out."""
+        late = max(0.0, now - end)
+        self._transport[m] = late
+        self._entry[m] = now
+        self._arrived_to[m] = max(self._arrived_to[m], end)
+        self._transport_log[m].append((t, late))
 
     def advance(self, now: float) -> list[WindowResult]:
         """Time passes with no new item: releases delayed items, emits due windows."""
@@ -236,8 +265,9 @@ class Pipeline:
         delivered it, so it counts as alive, never as a fault; nothing of it is read."""
         with self._lock:
             self._data_end = max(self._data_end, frame.t + 1.0 / self.cfg.vision_fps)
+            self._entered(Modality.VISION, frame.t, frame.t, now)
             for f in self.faults.video(frame):  # a dropped camera stays dropped
-                self.health.passed(Modality.VISION, f.t, now)
+                self.health.passed(Modality.VISION, f.t, now, self._transport[Modality.VISION])
 
     def set_text(self, text: str, now: float) -> None:
         """Typed text instead of (or besides) the recogniser's, read by windows ending after now."""
@@ -246,7 +276,7 @@ class Pipeline:
 
     def _video(self, frame: VideoFrame, now: float) -> None:
         if frame.t < self._last_vision_t + 1.0 / self.cfg.vision_fps - 1e-3:
-            self.health.passed(Modality.VISION, frame.t, now)  # alive, not analysed
+            self.health.passed(Modality.VISION, frame.t, now, self._transport[Modality.VISION])  # alive, not analysed
             return
         self._last_vision_t = frame.t
         crop = None
@@ -264,12 +294,12 @@ class Pipeline:
                     check = face_check if (not face_check.usable or not check.issue) else check
                 if face_check.usable:
                     crop = obs.crop
-        self.health.observe(Modality.VISION, frame.t, 1.0 / self.cfg.vision_fps, check, now)
+        self.health.observe(Modality.VISION, frame.t, 1.0 / self.cfg.vision_fps, check, now, self._transport[Modality.VISION])
         self.vision.add(AnalysedFrame(frame.t, crop if check.usable else None, check))
 
     def _audio(self, chunk: AudioChunk, now: float) -> None:
         check = self._audio_check.chunk(chunk.samples, chunk.rate)
-        self.health.observe(Modality.AUDIO, chunk.t, chunk.duration, check, now)
+        self.health.observe(Modality.AUDIO, chunk.t, chunk.duration, check, now, self._transport[Modality.AUDIO])
         n = len(chunk.samples) if chunk.duration else 0
         if n and chunk.rate == SAMPLE_RATE:
             samples = np.asarray(chunk.samples, np.float32) if check.usable else np.zeros(n, np.float32)
@@ -286,8 +316,16 @@ class Pipeline:
     # ------------------------------------------------------------ windows
     def _advance(self, now: float) -> list[WindowResult]:
         self._clock = max(self._clock, now)
+        # a window is judged once the data of every input still arriving is in up to its end
+        # (late in the transport, or a gap in it), waiting at most wait_late_s for it; an
+        # input quiet for longer is judged on what it sent (its windows: no data)
+        due = self._clock - self.cfg.settle_s
+        if self.cfg.wait_late_s > 0:
+            held = [self._arrived_to[m] for m in self._entry if self._clock - self._entry[m] <= self.cfg.wait_late_s]
+            due = max(min([due, *held]), self._clock - self.cfg.settle_s - self.cfg.wait_late_s)
+        self.settle_now = self._clock - due
         out = []
-        for start, end in self.windower.due(self._clock - self.cfg.settle_s):
+        for start, end in self.windower.due(due):
             out.append(self._window(start, end, self._clock))
         self.results.extend(out)
         return out
@@ -390,6 +428,9 @@ class Pipeline:
         smoothed = self.smoother.update(result)
         latency = 1000 * (time.perf_counter() - t0)
         lag = {"recogniser": round(max(0.0, end - text_end), 2)} if self._asr_thread is not None else {}
+        late = [x for log in self._transport_log.values() for t, x in log if start <= t < end]
+        if late:  # the latest any of the window's items reached the pipeline
+            lag["transport"] = round(max(late), 2)
         return WindowResult(start, end, result, statuses, committed, partial, latency, smoothed, suppressed, lag)
 
     def flush(self, end: float | None = None) -> list[WindowResult]:

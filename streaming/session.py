@@ -13,8 +13,10 @@ Live input (``video``, ``audio``, ``submit``) only stamps and queues the item; a
 thread analyses the queue and lets the pipeline's clock run, so a slow window never holds
 the browser's next frame back, and windows come out on the clock whatever the load. When
 the worker falls behind, it thins the camera frames that waited too long to ``LATE_FPS``
-and skips the rest (never audio, never windows): a skipped frame still proves the camera alive (``Pipeline.skip``), and how far behind the worker is
-shows as ``lag["server"]`` on every window, never as a sensor fault. When every input stops
+and skips the rest (never audio, never windows): a skipped frame still proves the camera
+alive (``Pipeline.skip``), and how far behind the worker is shows as ``lag["server"]`` on every window, never as a sensor fault. Items that were already
+late when the server got them (the browser's queue, the network) show as
+``lag["transport"]``, and windows wait for them up to ``STALL_HOLD_S``. When every input stops
 at once (the transport or the server stalled; a dead sensor leaves the others arriving),
 windows wait up to ``STALL_HOLD_S`` for the data on its way before judging. A replay
 (``push``) is analysed on the caller's thread, at its own pace.
@@ -85,8 +87,9 @@ class LiveSession:
         """New window and hop lengths, taking effect now: the current pipeline closes, its
         windows are cleared, and a fresh one starts on the same clock, inputs and faults.
         ValueError (nothing changed) for lengths the pipeline refuses."""
+        live = self._asr_mode != "sync"
         cfg = PipelineConfig(window_s=float(window_s), hop_s=float(hop_s), asr_mode=self._asr_mode,
-                             settle_s=self.settle_s if self._asr_mode != "sync" else 0.0)
+                             settle_s=self.settle_s if live else 0.0, wait_late_s=STALL_HOLD_S if live else 0.0)
         with self._work:
             again = self.pipeline is not None
             if again:
@@ -108,9 +111,10 @@ class LiveSession:
     # ------------------------------------------------------------ inputs
     def _take(self, windows: list[WindowResult], now: float | None = None) -> None:
         if windows:
-            if now is not None:  # how late each window came out: the server's lag
+            if now is not None:  # how late each window came out: the server's lag (beyond
+                # the wait for its data, on its way or late in the transport)
                 for w in windows:
-                    w.lag["server"] = round(max(0.0, now - w.t_end - self.cfg.settle_s), 2)
+                    w.lag["server"] = round(max(0.0, now - w.t_end - self.pipeline.settle_now), 2)
             with self._lock:
                 self.rows.extend(w.to_json() for w in windows)
                 del self.rows[:-MAX_ROWS]
@@ -278,7 +282,7 @@ class LiveSession:
         cols += ["smoothed_score", "smoothed_label"]
         for m in MODALITIES:
             cols += [f"{m.value}_state", f"{m.value}_reason", f"{m.value}_score"]
-        cols += ["transcript", "partial", "suppressed", "recogniser_lag_s", "server_lag_s", "latency_ms"]
+        cols += ["transcript", "partial", "suppressed", "transport_lag_s", "recogniser_lag_s", "server_lag_s", "latency_ms"]
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(cols)
@@ -296,7 +300,8 @@ class LiveSession:
                 d = r["modalities"][m.value]
                 line += [d["state"], d["reason"], cell(d["score"])]
             lag = r.get("lag", {})
-            line += [r["transcript"], r["partial"], r["suppressed"], cell(lag.get("recogniser")), cell(lag.get("server"))]
+            line += [r["transcript"], r["partial"], r["suppressed"], cell(lag.get("transport")), cell(lag.get("recogniser")),
+                     cell(lag.get("server"))]
             line += [r["latency_ms"]]
             w.writerow(line)
         return buf.getvalue()

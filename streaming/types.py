@@ -109,8 +109,10 @@ class WindowResult:
     smoothed: SentimentResult | None = None
     #: the window's words not trusted as said (recogniser hallucinations), never read
     suppressed: str = ""
-    #: seconds the processing is behind the media, by stage ("recogniser": audio not yet
-    #: decoded at the window's end; "server": how late the window came out); not sensor faults
+    #: seconds the delivery and processing are behind the media, by stage ("transport": the
+    #: most any of the window's items was already late on reaching the pipeline, browser,
+    #: network and the server's queue; "recogniser": audio not yet decoded at the window's
+    #: end; "server": how late the window came out); not sensor faults
     lag: dict[str, float] = field(default_factory=dict)
 
     @property

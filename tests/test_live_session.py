@@ -117,6 +117,107 @@ def test_a_stalled_server_skips_frames_not_the_camera(model, frames, speech48k):
         s.close()
 
 
+def test_late_delivery_is_the_transports_lag_not_the_sensors(model, frames, speech48k):
+    """After the first chunk the microphone's chunks reach the server 1.7 s after their
+    samples end (a busy queue between the browser and the pipeline), the camera's frames on
+    time: the microphone is not judged a failed or late sensor, and the lateness shows as
+    the transport's lag. A delay fault (the sensor itself late) still shows as lagging."""
+    clock = Clock()
+    s = LiveSession(model, None, clock=clock, worker=False)
+    rate, late = 48000, 1.7
+    pending = []
+    try:
+        for step in range(1, 171):
+            t = clock.now = round(0.1 * step, 6)
+            if step % 2 == 0:
+                s.video(frames[(step // 2) % len(frames)])
+            if step % 5 == 0:
+                i = int(round((t - 0.5) * rate)) % (len(speech48k) - rate // 2)
+                pending.append((t if step == 5 else t + late, speech48k[i : i + rate // 2]))
+            while pending and pending[0][0] <= t + 1e-9:
+                s.audio((rate, pending.pop(0)[1]))
+            s.process()
+        rows = s.rows
+        assert len(rows) >= 10
+        audio = [r["modalities"]["audio"] for r in rows]
+        assert all(a["state"] != "DROPPED" for a in audio), [(r["t_end"], a) for r, a in zip(rows, audio) if a["state"] == "DROPPED"]
+        assert not any("late" in a["reason"] or "lagging" in a["reason"] for a in audio), audio
+        assert sum(a["state"] == "OK" for a in audio[1:]) >= 0.8 * len(audio[1:]), audio
+        assert all(r["modalities"]["vision"]["state"] == "OK" for r in rows[1:])
+        assert max(r["lag"]["transport"] for r in rows) == pytest.approx(late, abs=0.15)
+    finally:
+        s.close()
+
+
+def _mic_schedule(speech48k, steps: int, deliver):
+    """(clock step, chunk) pairs of a 0.5 s chunk every 0.5 s, each handed over at the step
+    ``deliver(step)`` says (the step its samples are over, or later)."""
+    rate = 48000
+    out = []
+    for step in range(5, steps + 1, 5):
+        i = int(round((0.1 * step - 0.5) * rate)) % (len(speech48k) - rate // 2)
+        out.append((deliver(step), speech48k[i : i + rate // 2]))
+    return sorted(out, key=lambda x: x[0])
+
+
+def _run(s, clock, frames, mic, steps: int) -> None:
+    for step in range(1, steps + 1):
+        clock.now = round(0.1 * step, 6)
+        if step % 2 == 0:
+            s.video(frames[(step // 2) % len(frames)])
+        while mic and mic[0][0] <= step:
+            s.audio((48000, mic.pop(0)[1]))
+        s.process()
+
+
+def test_a_gap_in_the_transport_is_waited_for_a_dead_microphone_is_not(model, frames, speech48k):
+    """Every 4 s the microphone's chunks are held up 1.5 s and then come together (the
+    browser's events queued behind a busy machine): no window says the microphone gave no
+    data. Then the microphone stops for good at 14 s: after a wait of at most STALL_HOLD_S
+    the windows come out again, one a second, the microphone DROPPED, the camera OK."""
+    from streaming.session import STALL_HOLD_S
+
+    clock = Clock()
+    s = LiveSession(model, None, clock=clock, worker=False)
+    try:
+        held = lambda step: step if step % 40 not in (5, 10, 15) else (step // 40) * 40 + 30  # 1.5 s up to 2.5 s late
+        mic = [x for x in _mic_schedule(speech48k, 140, held)]
+        _run(s, clock, frames, mic, 260)
+        rows = s.rows
+        ends = [r["t_end"] for r in rows]
+        assert ends == pytest.approx(list(range(3, 3 + len(ends))))  # none lost
+        assert ends[-1] >= 25 - 0.6 - STALL_HOLD_S - 1e-6
+        audio = {r["t_end"]: r["modalities"]["audio"] for r in rows}
+        before = [a for end, a in audio.items() if end <= 14.0]
+        assert not any("no data" in a["reason"] for a in before), before
+        after = [a for end, a in audio.items() if end >= 15.5]
+        assert after and all(a["state"] == "DROPPED" and "no data" in a["reason"] for a in after), after
+        assert all(r["modalities"]["vision"]["state"] == "OK" for r in rows[1:])
+    finally:
+        s.close()
+
+
+def test_a_delay_fault_is_the_sensor_late_on_top_of_the_transport(model, frames):
+    """Frames that reach the pipeline 0.5 s late (the transport) and then 1 s more behind a
+    delay fault: the camera is lagging by the fault's delay, not by the transport's."""
+    from streaming.faults import FaultInjector, parse_spec
+    from streaming.pipeline import Pipeline, PipelineConfig
+    from streaming.types import VideoFrame
+
+    p = Pipeline(model, None, FaultInjector(parse_spec("vision:delay:delay=1@4-9")), PipelineConfig(window_s=2.0, hop_s=1.0))
+    rows = []
+    for k in range(60):
+        t = 0.2 * k
+        rows += p.push(VideoFrame(t, frames[k % len(frames)]), now=t + 0.5)
+    rows += p.advance(12.5)
+    vision = {r.t_end: r.health[next(m for m in r.health if m.value == "vision")] for r in rows}
+    early = [v for end, v in vision.items() if end <= 4.0]
+    assert early and all(v.state.value == "OK" for v in early), early  # 0.5 s transport: fine
+    inside = [v for end, v in vision.items() if 6.0 <= end <= 9.0]
+    assert inside and all(v.state.value == "DEGRADED" and v.reason == "lagging 1.0 s" for v in inside), inside
+    assert all(r.lag["transport"] == pytest.approx(0.5) for r in rows)
+
+
 def test_frames_past_the_backlog_are_thinned(model, frames):
     """2 s of frames queued while the server did nothing: those that waited longer than the
     backlog allows are analysed at LATE_FPS, the rest skipped; the fresh ones all go in."""

@@ -1,11 +1,12 @@
 """The page's pieces without a server: the transcript panel, the no-data headline, the
-emotions behind a modality's label, the note on a text too long to read whole."""
+emotions behind a modality's label, the note on a text too long to read whole, the status
+line's lag by stage."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.ui import emotion_summary, score_html, transcript_md
+from app.ui import emotion_summary, score_html, status_md, transcript_md
 from streaming.types import Word
 
 
@@ -27,6 +28,28 @@ def test_no_data_headline_has_no_label():
     html = score_html(row)
     assert "no data" in html and "data-state='no-data'" in html
     assert not any(k in html for k in ("negative", "neutral", "positive"))
+
+
+class _Session:
+    """What status_md reads of a LiveSession."""
+
+    def __init__(self, lag: dict, skipped: int = 0, errors: dict | None = None) -> None:
+        self.rows = [{"latency_ms": 40.0, "lag": lag}]
+        self.frames_skipped, self.errors = skipped, errors or {}
+
+    def latency(self) -> dict:
+        return {"last": 40.0, "p50": 40.0, "p95": 40.0}
+
+    def latest(self) -> dict:
+        return self.rows[-1]
+
+
+def test_status_line_names_each_stage_of_lag_apart_from_the_sensors():
+    md = status_md(_Session({"transport": 1.7, "server": 0.2, "recogniser": 1.1}, skipped=3, errors={"audio": "bad *rate*"}))
+    assert "lag (delivery and processing, not the sensors): input arriving 1.7 s late, server 0.2 s behind, " \
+           "recogniser 1.1 s behind, 3 camera frames skipped to keep up" in md
+    assert "audio: bad \\*rate\\*" in md  # input errors cannot inject markdown
+    assert "arriving" not in status_md(_Session({"transport": 0.0, "server": 0.0}))  # on time: not mentioned
 
 
 def test_emotions_are_grouped_by_the_sentiment_they_count_for():
