@@ -1,6 +1,6 @@
 """Health under load: do healthy sensors stay OK when the machine is busy?
 
-    python -m app.load_check [--busy 2] [--seconds 25] [--out docs/load-check]
+    python -m app.load_check [--busy 2] [--seconds 25] [--ways live,replay,browser] [--out docs/load-check]
 
 Two recordings, the demo clip (``streaming.democlip``) and real people (the CREMA-D and
 RAVDESS clips of ../shared/data/real joined), each played at real-time pace through the two
@@ -11,7 +11,7 @@ ways the app takes media:
   own thread, as the Live tab runs;
 - *replay*: the Replay tab's path (``app.ui.start_replay``), the recording's own timestamps,
   the recogniser in the window step;
-- *browser* (real clips only; ``--no-browser`` leaves it out): ``python app.py`` in its own
+- *browser* (real clips only; ``--ways live,replay`` leaves it out): ``python app.py`` in its own
   process and headless Chromium whose fake camera and microphone play the clips
   (``app.browser``) into the Live tab, exported after ``--seconds``: Gradio's streaming
   transport included, so items reach the server late under load (``lag["transport"]``).
@@ -187,6 +187,8 @@ def summarise(rows: list[dict], base: list[dict] | None) -> dict:
             now = {r["t_end"]: r for r in rows}
             kept = [now[t]["modalities"][m]["state"] == "OK" for t in ok_before if t in now]
             out[f"{m}_kept_pct"] = round(100 * float(np.mean(kept)), 1) if kept else float("nan")
+    out["not_ok"] = [f"{r['t_start']:g}-{r['t_end']:g} s {m} {r['modalities'][m]['state']}: {r['modalities'][m]['reason']}"
+                     for r in rows for m in ("vision", "audio") if r["modalities"][m]["state"] != "OK"][:30]
     out["text_states"] = dict(Counter(r["modalities"]["text"]["state"] for r in rows))
     out["text_not_ok"] = dict(Counter(f"{r['modalities']['text']['state']}: {r['modalities']['text']['reason']}"
                                       for r in rows if r["modalities"]["text"]["state"] != "OK").most_common(6))
@@ -211,8 +213,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--busy", type=int, default=os.cpu_count() or 2, help="spinning processes under load (default: one per core)")
     ap.add_argument("--seconds", type=float, default=25.0, help="seconds of each live run")
     ap.add_argument("--out", default=str(ROOT / "docs" / "load-check"))
-    ap.add_argument("--no-browser", dest="browser", action="store_false",
-                    help="leave out the runs in Chromium (they need chromium and playwright)")
+    ap.add_argument("--ways", default="live,replay,browser",
+                    help="which ways to run, comma-separated (browser: needs chromium and playwright)")
     args = ap.parse_args(argv)
 
     from app.ui import App
@@ -224,10 +226,11 @@ def main(argv=None) -> dict:
     res: dict = {"machine": machine(), "busy_processes": args.busy, "date": time.strftime("%Y-%m-%d"), "runs": []}
     with tempfile.TemporaryDirectory(prefix="load-") as tmp:
         clips = {"demo clip": build_clip(Path(tmp) / "demo.mp4")["path"], "real clips joined": str(join_real_clips(Path(tmp) / "real.mp4"))}
+        ways = set(args.ways.split(","))
         runs = [(name, way, functools.partial(fn, app, path, args.seconds)) for name, path in clips.items()
-                for way, fn in (("live", run_live), ("replay", run_replay))]
+                for way, fn in (("live", run_live), ("replay", run_replay)) if way in ways]
         server = None
-        if args.browser:
+        if "browser" in ways:
             from app import browser as B
 
             if B.missing_browser():

@@ -44,6 +44,25 @@ if TYPE_CHECKING:
 _SENTENCE_END = (".", "?", "!")
 _PROMPT_CHARS = 200
 
+
+def _once_each(words: list[str]) -> list[str]:
+    """The words with each sentence (up to . ? or !) kept once, at its latest place."""
+    sentences, cur = [], []
+    for w in words:
+        cur.append(w)
+        if w.rstrip()[-1:] in ".?!":
+            sentences.append(cur)
+            cur = []
+    if cur:
+        sentences.append(cur)
+    seen, keep = set(), []
+    for sent in reversed(sentences):
+        key = " ".join(norm(w) for w in sent)
+        if key not in seen:
+            seen.add(key)
+            keep.append(sent)
+    return [w for sent in reversed(keep) for w in sent]
+
 _norm = norm  # word text for comparing two decodes: lower case, punctuation dropped
 
 
@@ -198,9 +217,10 @@ class StreamingASR:
     # -- internals (called with self._lock held unless noted) --
 
     def _prompt(self) -> str | None:
-        # suspect words stay out: a loop in the prompt invites the next decode to loop on
+        # suspect words stay out: a loop in the prompt invites the next decode to loop on;
+        # so does a line said again and again (a person repeating it): each once, the latest
         before = [w.text for w in self._committed if w.end <= (self._buf_t or 0.0) and not w.suspect]
-        text = " ".join(before)
+        text = " ".join(_once_each(before))
         if len(text) > _PROMPT_CHARS:  # the last words, not a cut one
             text = text[-_PROMPT_CHARS:].split(" ", 1)[-1]
         return text or None

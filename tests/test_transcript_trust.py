@@ -171,3 +171,14 @@ def test_pipeline_keeps_suspect_words_from_the_model(parts):
     assert text.state != Health.OK and "recogniser loop" in text.reason
     assert w.suppressed.count("interesting") >= 50
     assert seen and all(s.count("interesting") <= 1 for s in seen)
+
+
+def test_the_prompt_holds_each_line_once():
+    """A person saying the same line again and again: the recogniser's prompt keeps it once,
+    at its latest place (a prompt that repeats itself invites the next decode to loop)."""
+    from streaming.asr import _once_each
+
+    said = "Don't forget a jacket. Dogs are sitting by the door. don't forget a JACKET! Don't forget".split()
+    assert _once_each(said) == "Dogs are sitting by the door. don't forget a JACKET! Don't forget".split()
+    assert _once_each([]) == []
+    assert _once_each("no no no".split()) == ["no", "no", "no"]  # one unfinished line stays whole
