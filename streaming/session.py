@@ -42,7 +42,9 @@ MAX_FRAME_BACKLOG_S = 0.5  # camera frames waiting longer than this are thinned 
 LATE_FPS = 2.0  # ... to this many a second: the rest are skipped, not analysed
 SETTLE_S = 0.6  # live windows are judged this long after they end (the last chunk is in)
 STALL_HOLD_S = 3.0  # windows wait up to this long when every input stops at once
-AUDIO_DRIFT_S = 2.0  # the microphone's sample clock is re-anchored when this far behind
+AUDIO_BEHIND_S = 1.0  # microphone chunks ending this long before they arrive are behind ...
+AUDIO_DRIFT_S = 2.0  # ... and when they stay behind this long (a pause, not a burst after a
+# stall of the transport, which catches up), the microphone's sample clock is re-anchored
 
 
 class LiveSession:
@@ -65,6 +67,7 @@ class LiveSession:
         self._t0 = time.monotonic()
         self.clock = clock or (lambda: time.monotonic() - self._t0)
         self._audio_started = False
+        self._behind_since: float | None = None  # since when the microphone's chunks are behind
         self._lock = threading.Lock()  # rows
         self._work = threading.RLock()  # the pipeline: one analysis at a time
         self._inbox: deque[tuple[float, object]] = deque()  # (arrival, item)
@@ -141,8 +144,10 @@ class LiveSession:
 
     def audio(self, chunk) -> None:
         """A browser microphone chunk ``(rate, samples)``, placed on the microphone's own
-        sample clock (re-anchored to the wall clock only when it runs ahead of it, or more
-        than ``AUDIO_DRIFT_S`` behind: a pause), and queued."""
+        sample clock, and queued. The clock is re-anchored to the wall clock when it runs
+        ahead of it, or when the chunks have stayed over ``AUDIO_BEHIND_S`` behind for
+        ``AUDIO_DRIFT_S`` (the microphone paused; chunks held up in the transport come in a
+        burst that catches up, and keep their place)."""
         if chunk is None or self.closed:
             return
         now = self.clock()
@@ -153,8 +158,14 @@ class LiveSession:
                 self.browser.start(max(0.0, now - len(samples) / max(int(rate), 1)))
                 self._audio_started = True
             item = self.browser.audio(chunk)
-            if item.end > now + 0.3 or item.end < now - AUDIO_DRIFT_S:
+            behind = now - item.end > AUDIO_BEHIND_S
+            if not behind:
+                self._behind_since = None
+            elif self._behind_since is None:
+                self._behind_since = now
+            if item.end > now + 0.3 or (behind and now - self._behind_since >= AUDIO_DRIFT_S):
                 item = self.browser.audio(chunk, t=max(0.0, now - item.duration))
+                self._behind_since = None
             self.errors.pop("audio", None)
         except ValueError as e:
             self.errors["audio"] = str(e)
