@@ -2,8 +2,9 @@
 
 Two kinds of evidence, both per window:
 
-* liveness: when the newest item of a stream arrived and how late the sensor made it
-  (nothing for ``no_data_s`` -> DROPPED; items held back more than ``lag_s`` by the sensor
+* liveness: when the newest item of a stream arrived, where its data ends, and how late
+  the sensor made it (nothing arriving for ``no_data_s`` and the data stopping that long
+  before the window's end -> DROPPED; items held back more than ``lag_s`` by the sensor
   -> DEGRADED). Lateness an item already had on reaching the pipeline is the transport's
   (browser, network, the server's queue): the pipeline reports it as ``lag["transport"]``
   and it is not held against the sensor;
@@ -277,6 +278,7 @@ def audio_window_issue(audio: np.ndarray, valid: np.ndarray, cfg: HealthConfig) 
 class _Stream:
     last_arrival: float | None = None  # clock time the newest item arrived
     newest_t: float | None = None  # capture time of the newest item
+    data_end: float | None = None  # where the newest item's data ends (capture time)
     checks: deque = field(default_factory=lambda: deque(maxlen=4096))  # (t, duration, Check)
     passed: deque = field(default_factory=lambda: deque(maxlen=4096))  # capture times of items not analysed
     #: how much later the newest item came than the transport brought it (arrival - capture
@@ -315,6 +317,8 @@ class HealthMonitor:
             s.transit = max(0.0, now - t - (duration if m == Modality.AUDIO else 0.0) - transport)
         s.last_arrival = now
         s.newest_t = t if s.newest_t is None else max(s.newest_t, t)
+        end = t + (duration if m == Modality.AUDIO else 0.0)
+        s.data_end = end if s.data_end is None else max(s.data_end, end)
         s.error = ""
         return s
 
@@ -343,14 +347,18 @@ class HealthMonitor:
         self._asr_log.append((now, self._asr_error))
 
     # ------------------------------------------------------------- judging
-    def _liveness(self, m: Modality, now: float) -> HealthStatus | None:
+    def _liveness(self, m: Modality, now: float, end: float) -> HealthStatus | None:
         s, c = self.streams[m], self.cfg
         if s.error:
             return HealthStatus(Health.DROPPED, s.error)
         if s.last_arrival is None:
             return HealthStatus(Health.DROPPED, "no data yet")
-        if now - s.last_arrival > c.no_data_s:
-            return HealthStatus(Health.DROPPED, f"no data for {now - s.last_arrival:.1f} s")
+        # no data: nothing arrived for no_data_s, and the data that did stops that long
+        # before the window's end (a quiet spell of the transport or a busy server, with
+        # the window's data in, is not a dead sensor)
+        gap = min(now - s.last_arrival, end - s.data_end)
+        if gap > c.no_data_s:
+            return HealthStatus(Health.DROPPED, f"no data for {gap:.1f} s")
         if s.transit > c.no_data_s + c.lag_s:
             return HealthStatus(Health.DROPPED, f"data {s.transit:.1f} s late")
         return None
@@ -374,7 +382,7 @@ class HealthMonitor:
         analysed (frames that arrived but were not analysed, by rate or because the server
         was behind, prove the camera alive and are not held against it). A camera that
         delivers fewer than ``min_fps`` frames a second is DEGRADED."""
-        live = self._liveness(m, now)
+        live = self._liveness(m, now, end)
         if live is not None:
             return live
         items = self._window_checks(m, start, end)

@@ -42,7 +42,7 @@ MAX_FRAME_BACKLOG_S = 0.5  # camera frames waiting longer than this are thinned 
 LATE_FPS = 2.0  # ... to this many a second: the rest are skipped, not analysed
 SETTLE_S = 0.6  # live windows are judged this long after they end (the last chunk is in)
 STALL_HOLD_S = 3.0  # windows wait up to this long when every input stops at once
-AUDIO_BEHIND_S = 1.0  # microphone chunks ending this long before they arrive are behind ...
+AUDIO_BEHIND_S = 2.0  # microphone chunks ending this long before they arrive are behind ...
 AUDIO_DRIFT_S = 2.0  # ... and when they stay behind this long (a pause, not a burst after a
 # stall of the transport, which catches up), the microphone's sample clock is re-anchored
 

@@ -222,6 +222,21 @@ def test_monitor_rules():
     assert h.judge(Modality.AUDIO, 9, 12, 12.0).reason == "no microphone: no input device"
 
 
+def test_no_data_means_the_windows_data_is_missing_not_a_quiet_transport():
+    """The microphone's chunks up to the window's end are in, then nothing for 1.4 s (its
+    next chunks held up in the transport, a busy server judging late): not "no data". A
+    microphone whose data stops 2 s before the window's end is."""
+    from streaming.health import Check
+
+    h = HealthMonitor(HealthConfig(), expected_fps=5)
+    for k in range(12):  # 0.5 s chunks, 0-6 s, each arriving as its samples are over
+        h.observe(Modality.AUDIO, 0.5 * k, 0.5, Check(True), 0.5 * k + 0.5)
+    s = h.judge(Modality.AUDIO, 3.0, 6.0, 7.4)
+    assert s.state == Health.OK, s
+    s = h.judge(Modality.AUDIO, 5.0, 8.0, 8.4)  # the data ends at 6 s, nothing since 6 s
+    assert (s.state, s.reason) == (Health.DROPPED, "no data for 2.0 s")
+
+
 # ---------------------------------------------------------------- windowing
 def test_audio_track_places_samples_on_the_clock():
     tr = AudioTrack(keep_s=5.0)
