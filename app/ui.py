@@ -345,7 +345,7 @@ def status_md(session) -> str:
         asr = lag.get("recogniser")
         transport = lag.get("transport")
         bits = []
-        if transport:
+        if transport is not None and transport >= 0.05:  # shown to 0.1 s: on time is not news
             bits.append(f"input arriving {transport:.1f} s late")
         if server is not None:
             bits.append(f"server {server:.1f} s behind")
