@@ -16,8 +16,8 @@ shrinks a voice's or face's own estimate towards neutral and widens its spread (
 confidence is low out of domain); and below ``GATE`` that modality is not given to the
 fusion at all (its own, low-confidence estimate is still reported).
 
-``fit`` (training, ``models.train``'s domain stage) and the torch buffers of
-``UnimodalStack`` (``load_into``) are the two sides; the stats ship in
+``fit`` (training: the domain stage, ``models.training.calibrate``) and the torch
+buffers of ``UnimodalStack`` (``load_into``) are the two sides; the stats ship in
 ``assets/weights/domain.safetensors``.
 """
 

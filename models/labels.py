@@ -57,3 +57,10 @@ def sentiment_index(emotion: str) -> int:
     """Sentiment class index of an emotion, or -1 where the mapping is ambiguous."""
     s = EMOTION_TO_SENTIMENT[emotion]
     return -1 if s is None else SENTIMENT_CLASSES.index(s)
+
+
+def corpus_emotion_mask(corpus: str) -> np.ndarray:
+    """bool [9] over EMOTIONS: the classes a speech corpus ("ravdess" or "emodb") labels
+    (its predictions are restricted to them in training and evaluation)."""
+    names = RAVDESS_EMOTIONS if corpus == "ravdess" else tuple(EMODB_EMOTIONS.values())
+    return np.array([e in names for e in EMOTIONS])

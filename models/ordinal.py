@@ -26,7 +26,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.metrics import grid_min_nll
 from models.types import NEUTRAL_BAND, SCORE_MAX
 
 #: Smallest spread the heads produce (a floor, so a logit never divides by zero).
@@ -69,6 +68,21 @@ def ordinal_probs_np(score, spread) -> np.ndarray:
     z = z - z.max(-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(-1, keepdims=True)
+
+
+def grid_min_nll(make_logits, truth, grid) -> float:
+    """The value v of ``grid`` whose ``make_logits(v)`` [N, C] gives the lowest mean negative
+    log-likelihood of the labels ``truth`` [N] under a softmax."""
+    truth = np.asarray(truth, dtype=np.int64)
+    best, best_nll = float(grid[0]), np.inf
+    for v in grid:
+        z = make_logits(v)
+        z = z - z.max(1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+        nll = -logp[np.arange(len(truth)), truth].mean()
+        if nll < best_nll:
+            best, best_nll = float(v), nll
+    return best
 
 
 def fit_spread(score, cls, grid: np.ndarray | None = None) -> float:

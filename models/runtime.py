@@ -13,7 +13,7 @@ which rank the mean score's class first), never NaN. Every result's label is the
 of its score and its probabilities rank that class first (``models.ordinal``). A modality listed in runtime.json's ``single_modality_fallback`` answers
 alone when it is the only one present (see ``SentimentModel.fuse``). The fusion model runs
 in onnxruntime when ``assets/onnx/fusion.onnx``
-exists (what ``models.export`` writes), else in torch; the encoders run in torch.
+exists (what ``models.training.export`` writes), else in torch; the encoders run in torch.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class SentimentModel:
         if not is_coherent(self.prior_score, self.prior_probs):
             raise ValueError(f"runtime.json: prior score {self.prior_score} and probabilities {self.prior_probs} disagree")
         # modalities whose own encoder beat the fusion on validation windows where it was the
-        # only one present (``models.train``'s select stage); then it gives the result alone
+        # only one present (``models.training.train``'s select stage); then it gives the result alone
         self.single_fallback = [MODALITIES.index(Modality(m)) for m in runtime.get("single_modality_fallback", [])]
         self.threads = threads
         self._session = None
@@ -90,7 +90,7 @@ class SentimentModel:
         if "unimodal_spread" not in runtime or not (a / "weights" / "domain.safetensors").is_file():
             raise ValueError(
                 f"{a} was written before the in-domain scores and the spread output: retrain "
-                "(python -m models.train) and run python -m models.export"
+                "(python -m models.training.train) and run python -m models.training.export"
             )
         m = {name: checkpoint.load(a / "weights" / f"{name}.safetensors", *c)[0] for name, c in SHIPPED.items()}
         stack = UnimodalStack(m["text_encoder"], m["audio_encoder"], m["face_encoder"])
@@ -106,16 +106,28 @@ class SentimentModel:
         return "onnxruntime" if self._session is not None else "torch"
 
     # ------------------------------------------------------------ features
-    def text_features(self, text: str) -> SequenceFeatures | None:
-        """MiniLM token features of a transcript; None for empty text."""
-        if not isinstance(text, str) or not text.strip():
-            return None
+    def _text(self):
         if self._text_extractor is None:
             from models.features.text import TextFeatureExtractor
 
             self._text_extractor = TextFeatureExtractor()
-        x = self._text_extractor([text])[0]
+        return self._text_extractor
+
+    def text_features(self, text: str) -> SequenceFeatures | None:
+        """MiniLM token features of a transcript; None for empty text."""
+        if not isinstance(text, str) or not text.strip():
+            return None
+        x = self._text()([text])[0]
         return SequenceFeatures(x, np.ones(len(x), bool))
+
+    def text_read(self, text: str) -> int:
+        """How many leading characters of ``text`` ``text_features`` reads (the rest is cut)."""
+        return self._text().chars_read(text)
+
+    @property
+    def text_limit(self) -> int:
+        """The most word pieces the text model reads."""
+        return self._text().max_tokens
 
     def audio_features(self, audio: np.ndarray, frame_valid: np.ndarray | None = None, whisper=None) -> SequenceFeatures:
         """Audio features of float32 16 kHz mono samples; ``frame_valid`` [F] marks frames that
@@ -138,13 +150,23 @@ class SentimentModel:
         out = encode_faces(self.stack.face, np.asarray(crops))
         return np.concatenate([out["emb"], out["logits"]], 1).astype(np.float32)
 
+    @staticmethod
+    def face_sequence(frames: list[np.ndarray | None]) -> SequenceFeatures:
+        """A window's vision input from its frames' ``face_frames`` rows, in order; None marks a
+        frame without a usable face (masked out). The live pipeline encodes each frame once
+        and assembles every window that holds it with this."""
+        valid = np.array([f is not None for f in frames], bool)
+        out = np.zeros((len(frames), 135), np.float32)
+        for i, f in enumerate(frames):
+            if f is not None:
+                out[i] = f
+        return SequenceFeatures(out, valid)
+
     def face_features(self, crops: list[np.ndarray | None]) -> SequenceFeatures:
         """Per-frame vision features of a window; None marks a frame without a usable face."""
-        valid = np.array([c is not None for c in crops], bool)
-        out = np.zeros((len(crops), 135), np.float32)
-        if valid.any():
-            out[valid] = self.face_frames(np.stack([c for c in crops if c is not None]))
-        return SequenceFeatures(out, valid)
+        found = [c for c in crops if c is not None]
+        rows = iter(self.face_frames(np.stack(found)) if found else ())
+        return self.face_sequence([None if c is None else next(rows) for c in crops])
 
     # ------------------------------------------------------------ inference
     def _fusion(self, inputs: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:

@@ -16,9 +16,9 @@ Batch (torch, padded; masks True where a step holds an observation):
 Each modality's own estimate is a score with ordinal probabilities (``models.ordinal``):
 text's score is the text encoder's, audio's and vision's the expected score of their
 emotion-mapped sentiment probabilities; each modality's spread is fitted on validation
-data (``models.train``'s calibrate stage). So an estimate's label, probabilities and
-confidence agree with its score, as the fused result's do. The fusion model's evidence
-input keeps the encoders' own class probabilities, as it was trained.
+data (the calibrate stage, ``models.training.calibrate``). So an estimate's label,
+probabilities and confidence agree with its score, as the fused result's do. The fusion
+model's evidence input keeps the encoders' own class probabilities, as it was trained.
 
 Each modality also gets an in-domain score (``models.domain``; 1 where the stats are not
 loaded): it is appended to that modality's evidence; a voice's or face's own estimate is

@@ -57,9 +57,9 @@ def speak(text: str, rate_wpm: int = 150, voice: str = "en-us") -> np.ndarray:
 def pick_faces(emotions: list[str], data_root=None, seed: int = 0) -> list[np.ndarray]:
     """One FER-2013 test face (uint8 48x48) per emotion name, the same ones for a given seed,
     checked to be found by the face mesh."""
-    from models.data import load_faces
     from models.features.vision import FaceAnalyzer, fer_image_to_frame
     from models.labels import EMOTIONS
+    from models.training.data import load_faces
 
     test = load_faces("test", data_root)
     names = np.array([EMOTIONS[i] for i in test.emotion_idx])

@@ -6,7 +6,7 @@ Writes ``docs/real-recordings.md`` and ``docs/real-recordings.json``. Three part
    emotion, sentiment), each replayed as ``streaming.simulate`` replays it (the shipped
    model and recogniser, no faults). Per clip and window: the fused label, score and
    confidence; each modality's health and own estimate; the confidence-weighted late
-   fusion of those estimates (``models.baselines.late_fusion``); the recognised transcript
+   fusion of those estimates (``models.training.baselines.late_fusion``); the recognised transcript
    beside the official one; the share of frames with a face, with and without the face
    detector fallback (``models.features.vision.FaceAnalyzer``).
 2. Co-recorded voice and words of the RAVDESS test actors: each clip's audio with its
@@ -35,10 +35,10 @@ import numpy as np
 from tqdm import tqdm
 
 from models.agreement import MARGIN
-from models.baselines import late_fusion
-from models.data import load_speech
 from models.labels import sentiment_index
 from models.paths import REPO_ROOT, data_root
+from models.training.baselines import late_fusion
+from models.training.data import load_speech
 from models.types import MODALITIES, SENTIMENT_CLASSES
 from streaming.types import Health, WindowResult
 
@@ -158,8 +158,8 @@ def evaluate_real_clips(model, asr, root: Path) -> list[dict]:
 
 def evaluate_ravdess(model, root, actors: tuple[int, ...] | None = None, limit: int = 0) -> list[dict]:
     """RAVDESS test actors' clips: the audio replayed through a pipeline, the statement as typed text."""
-    from models.data import SPEECH_SPLITS
     from models.features.vision import FaceAnalyzer
+    from models.training.data import SPEECH_SPLITS
     from streaming.pipeline import Pipeline, PipelineConfig
     from streaming.sources import FileReplay
 
@@ -413,8 +413,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from models.evaluate import _cpu_name
     from models.runtime import SentimentModel
+    from models.training.speed import cpu_name as _cpu_name
     from streaming.asr import StreamingASR
 
     torch.set_num_threads(2)

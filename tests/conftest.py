@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def fer_test():
-    from models.data import load_faces
+    from models.training.data import load_faces
 
     return load_faces("test")
 
@@ -34,7 +34,7 @@ def speech_clip():
     """A RAVDESS test-actor clip as float32 16 kHz mono."""
     import soundfile as sf
 
-    from models.data import load_speech
+    from models.training.data import load_speech
 
     df = load_speech()
     row = df[(df.corpus == "ravdess") & (df.split == "test")].iloc[0]

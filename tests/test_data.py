@@ -3,8 +3,20 @@
 import numpy as np
 import pytest
 
-from models.data import SPLITS, TEXT_CORPORA, load_faces, load_speech, load_text
-from models.labels import EMOTION_TO_SENTIMENT, EMOTIONS, FER_EMOTIONS, sentiment_index, sentiment_matrix
+from models.labels import (
+    EMOTION_TO_SENTIMENT,
+    EMOTIONS,
+    FER_EMOTIONS,
+    sentiment_index,
+    sentiment_matrix,
+)
+from models.training.data import (
+    SPLITS,
+    TEXT_CORPORA,
+    load_faces,
+    load_speech,
+    load_text,
+)
 
 
 @pytest.mark.parametrize("name", TEXT_CORPORA)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from models.features.audio import DIM, AudioFeatureExtractor, n_frames, prosody, to_mono_16k
-from models.features.vision import CROP_SIZE, GEOMETRY_DIM, FaceAnalyzer, validate_frame
+from models.features.vision import CROP_SIZE, FaceAnalyzer, validate_frame
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,6 @@ def test_face_analyzer_on_a_real_face(face_frame):
     obs = an(face_frame)
     assert obs.n_faces == 1 and obs.has_face
     assert obs.crop.shape == (CROP_SIZE, CROP_SIZE) and obs.crop.dtype == np.uint8
-    assert obs.geometry.shape == (GEOMETRY_DIM,) and np.isfinite(obs.geometry).all()
     x0, y0, x1, y1 = obs.box
     assert 180 < x0 < 320 and 330 < x1 < 460 and 100 < y0 < 240 and 280 < y1 < 380
 
@@ -77,7 +76,7 @@ def test_face_analyzer_no_face_is_marked_not_zero_filled():
     an = FaceAnalyzer()
     obs = an(np.full((240, 320, 3), 128, np.uint8))
     assert obs.n_faces == 0 and not obs.has_face
-    assert obs.crop is None and obs.geometry is None
+    assert obs.crop is None
 
 
 @pytest.mark.parametrize(

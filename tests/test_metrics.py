@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from models import metrics
+from models.training import metrics
 
 TRUTH = np.array([2.0, -1.0, 0.0, 0.5, -2.5])
 PRED = np.array([1.5, 0.5, -0.2, 0.4, -3.4])

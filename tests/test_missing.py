@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from models.missing import SUBSETS, draw_presence, draw_rates, drop_steps
+from models.training.missing import SUBSETS, draw_presence, draw_rates, drop_steps
 
 
 def test_drop_steps_rate_and_never_revives():

@@ -13,7 +13,8 @@ import pytest
 from models.paths import data_root
 from models.types import Modality
 from streaming.faults import FaultInjector, parse_spec
-from streaming.health import AudioChecker, HealthConfig, HealthMonitor, audio_window_issue, estimate_snr_db
+from streaming.checks import AudioChecker, audio_window_issue, estimate_snr_db
+from streaming.health import HealthConfig, HealthMonitor
 from streaming.types import AudioChunk, Health
 
 RATE = 16_000
@@ -29,7 +30,7 @@ def clips() -> dict[str, np.ndarray]:
     most room rumble of the eight) and RAVDESS / EmoDB test-split clips."""
     import soundfile as sf
 
-    from models.data import load_speech
+    from models.training.data import load_speech
     from streaming.sources import read_media
 
     root = data_root()

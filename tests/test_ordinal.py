@@ -60,7 +60,7 @@ def test_fit_spread_recovers_a_sharp_and_a_blurred_estimate():
 @given(st.integers(0, 2**31 - 1))
 @settings(max_examples=25, deadline=None)
 def test_random_lnln_is_coherent(seed):
-    from models.export import random_fusion_inputs
+    from models.training.export import random_fusion_inputs
     from models.fusion.lnln import LNLN, LNLNConfig
 
     torch.manual_seed(seed % 1000)

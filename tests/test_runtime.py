@@ -107,7 +107,7 @@ def test_all_missing_returns_prior(model, window):
 
 def test_fusion_network_is_finite_with_nothing_present(model):
     """Below the runtime's short cut: the network itself stays finite on empty input."""
-    from models.export import random_fusion_inputs
+    from models.training.export import random_fusion_inputs
     from models.runtime import FUSION_INPUTS
 
     feed = random_fusion_inputs(3, 5, 7, 4, np.random.default_rng(0))
@@ -139,11 +139,11 @@ def test_bad_features_are_refused():
 
 def test_onnx_equals_torch():
     from models import checkpoint
-    from models.export import max_difference, random_fusion_inputs
+    from models.training.export import max_difference, random_fusion_inputs
     from models.fusion.lnln import LNLN, LNLNConfig, LNLNInference
 
     path = assets_dir() / "onnx" / "fusion.onnx"
-    assert path.is_file(), "run python -m models.export"
+    assert path.is_file(), "run python -m models.training.export"
     fusion, _ = checkpoint.load(assets_dir() / "weights" / "fusion.safetensors", LNLN, LNLNConfig)
     rng = np.random.default_rng(5)
     feeds = [random_fusion_inputs(b, lt, la, lv, rng) for b, lt, la, lv in ((1, 20, 75, 15), (4, 3, 150, 1), (1, 1, 1, 1))]
@@ -163,7 +163,7 @@ def test_onnx_runtime_backend_matches_torch_backend(window):
 
 def test_export_round_trip(tmp_path):
     """The exporter itself, on a freshly initialised model: dynamic lengths, missing data."""
-    from models.export import export_fusion, max_difference, random_fusion_inputs
+    from models.training.export import export_fusion, max_difference, random_fusion_inputs
     from models.fusion.lnln import LNLN, LNLNInference
 
     torch.manual_seed(0)

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.data import SPEECH_SPLITS
 from models.paths import data_root
+from models.training.data import SPEECH_SPLITS
 
 
 def _tiny_data(dst):
@@ -47,7 +47,7 @@ def _tiny_data(dst):
 
 @pytest.mark.timeout(900)
 def test_train_export_evaluate_tiny(tmp_path, monkeypatch):
-    from models import evaluate, export, train
+    from models.training import evaluate, export, train
 
     data = tmp_path / "data"
     _tiny_data(data)

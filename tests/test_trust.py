@@ -33,8 +33,8 @@ def model():
 # ---------------------------------------------------------------- one computation
 def test_audio_window_features_equal_on_live_and_training_path(model):
     """A clip pushed through the live pipeline: the features of its first full window are
-    the training path's (``models.featurize.window_features``) for the same samples."""
-    from models.featurize import window_features
+    the training path's (``models.training.feature_cache.window_features``) for the same samples."""
+    from models.training.feature_cache import window_features
     from models.features.audio import SAMPLE_RATE, WINDOW_SAMPLES
     from streaming.pipeline import Pipeline, PipelineConfig
     from streaming.types import AudioChunk
@@ -93,7 +93,8 @@ def test_loudness_normalisation_makes_the_level_irrelevant(model):
 def test_quiet_speech_is_not_silence_but_a_quiet_floor_is():
     """A soft-spoken clip at -60 dBFS is read (the features are loudness-normalised); a
     microphone floor at the same level, with no speech standing out, is silence."""
-    from streaming.health import HealthConfig, audio_window_issue
+    from streaming.checks import audio_window_issue
+    from streaming.health import HealthConfig
 
     cfg = HealthConfig()
     clip = ravdess_clip()[:48000]

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.features.vision import CROP_SIZE, GEOMETRY_DIM, N_LANDMARKS, FaceAnalyzer
+from models.features.vision import CROP_SIZE, N_LANDMARKS, FaceAnalyzer
 
 MELD_CLIP = "meld_train_dia0_utt0.mp4"
 
@@ -71,7 +71,6 @@ def test_wide_shot_face_found_by_the_detector_fallback(meld_frames):
     assert 1 <= obs.n_faces <= 2
     assert obs.crop.shape == (CROP_SIZE, CROP_SIZE) and obs.crop.dtype == np.uint8
     assert obs.crop.std() > 5  # a picture, not a flat patch
-    assert obs.geometry.shape == (GEOMETRY_DIM,) and np.isfinite(obs.geometry).all()
     assert obs.landmarks.shape == (N_LANDMARKS, 3) and np.isfinite(obs.landmarks).all()
     x0, y0, x1, y1 = obs.box
     assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
@@ -106,7 +105,7 @@ def test_no_face_frame_gives_no_face_with_the_fallback(kind):
             for _ in range(2):
                 obs = an(frame)
                 assert obs.n_faces == 0 and not obs.has_face
-                assert obs.crop is None and obs.geometry is None and obs.box is None
+                assert obs.crop is None and obs.box is None
         finally:
             an.close()
     an.close()  # closing twice is harmless

@@ -83,8 +83,8 @@ class FaceEncoder(nn.Module):
 
 
 #: Whether per-frame face features average each crop with its mirror image. The fusion
-#: model was trained on single views (``models.train.face_view_features``), so the live
-#: runtime uses single views too; the FER-2013 evaluation reports both.
+#: model was trained on single views (``models.training.predict.face_view_features``),
+#: so the live runtime uses single views too; the FER-2013 evaluation reports both.
 FRAME_FLIP = False
 
 

@@ -13,8 +13,8 @@ active frames is brought to ``TARGET_DBFS``, so a quiet speaker or a low microph
 reads like a close, loud one (the absolute level of a live microphone says nothing about
 the speaker's state). The same function serves training and the live pipeline, and both
 call it on one window of audio at a time (``WINDOW_SECONDS``): training cuts its corpus
-clips into such windows (``models.featurize.speech_features``), the pipeline passes each
-window it closes.
+clips into such windows (``models.training.feature_cache.speech_features``), the
+pipeline passes each window it closes.
 """
 
 from __future__ import annotations

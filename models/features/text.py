@@ -78,6 +78,16 @@ class TextFeatureExtractor:
         )
         return [list(ids) for ids in enc["input_ids"]]
 
+    def chars_read(self, text: str) -> int:
+        """How many leading characters of ``text`` the features read (the rest is cut:
+        over ``MAX_CHARS`` characters or ``max_tokens`` word pieces)."""
+        head = text[:MAX_CHARS]
+        ids = self.tokenizer(head, add_special_tokens=True)["input_ids"]
+        if len(ids) <= self.max_tokens:
+            return len(head)
+        enc = self.tokenizer(head, truncation=True, max_length=self.max_tokens, return_offsets_mapping=True)
+        return max((b for _, b in enc["offset_mapping"]), default=0)
+
     def drop_tokens(self, ids: list[int], rate: float, rng: np.random.Generator) -> list[int]:
         """LNLN missing-data: each inner word piece becomes [UNK] with probability ``rate``."""
         if rate <= 0 or len(ids) <= 2:

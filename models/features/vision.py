@@ -5,11 +5,9 @@ For each RGB frame the analyser returns a ``FaceObservation``:
 - ``crop``: a 48x48 grayscale face aligned by a similarity transform that puts the eye
   centres and the mouth centre where FER-2013 has them on average (``FER_FRAMING``), so
   the expression encoder trained on FER-2013 sees live faces framed as in training;
-- ``geometry``: ``GEOMETRY_DIM`` numbers: expressive landmarks in a face frame
-  (origin between the eyes, eye line horizontal, unit inter-ocular distance) and eight
-  ratios (mouth opening and width, smile lift, eye opening, brow height).
-A frame with no face gives ``FaceObservation(n_faces=0)`` with crop and geometry None;
-it is never zero-filled: the window marks that frame as not valid.
+- ``landmarks`` and ``box``: the described face's mesh and bounding box, in pixels.
+A frame with no face gives ``FaceObservation(n_faces=0)`` with crop None; it is never
+zero-filled: the window marks that frame as not valid.
 
 Wide shots: the face mesh's own detector is a short-range one and misses small faces (a TV
 scene, a webcam across the room). When the mesh finds nothing in a frame, and the fallback
@@ -18,7 +16,7 @@ is on (``detector_fallback``, the default), MediaPipe's full-range face detector
 faces; around each detected box, largest first, a square margin crop (``FALLBACK_MARGIN``
 times the box, clamped to the frame, resized to ``FALLBACK_SIDE`` pixels) goes to a second,
 static-image face mesh, and the first crop the mesh reads gives the landmarks, mapped back
-to full-frame pixels; crop, geometry and box are then computed from the full frame exactly
+to full-frame pixels; crop and box are then computed from the full frame exactly
 as for a face the mesh found directly. ``n_faces`` is then the number of faces the detector
 found (at least 1, at most ``max_faces``), and ``source`` says ``"detector"``. A detection
 the mesh cannot read (a profile, a false alarm) is not counted: if no crop is read the
@@ -45,16 +43,6 @@ FALLBACK_MIN_FACE = 12  # detector boxes smaller than this (pixels, longer side)
 RIGHT_EYE = (33, 133)  # outer, inner corner (the subject's right eye, image left)
 LEFT_EYE = (362, 263)
 MOUTH = (61, 291, 13, 14)  # corners, upper and lower inner lip
-RIGHT_LID = (159, 145)  # upper, lower
-LEFT_LID = (386, 374)
-RIGHT_BROW = (70, 63, 105, 66, 107)
-LEFT_BROW = (336, 296, 334, 293, 300)
-LIPS = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146, 13, 14, 78, 308)
-EYES = (33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380)
-FACE = (1, 4, 152, 234, 454, 10, 168)
-GEOMETRY_POINTS = RIGHT_BROW + LEFT_BROW + EYES + LIPS + FACE
-N_RATIOS = 8
-GEOMETRY_DIM = 2 * len(GEOMETRY_POINTS) + N_RATIOS
 
 #: Where FER-2013 puts the right-eye centre, left-eye centre and mouth centre, in pixels of
 #: its 48x48 images: medians over the train images in which the face mesh finds a face
@@ -66,7 +54,6 @@ FER_FRAMING = np.array([[15.21, 18.96], [32.65, 18.79], [24.22, 36.89]], np.floa
 class FaceObservation:
     n_faces: int
     crop: np.ndarray | None = None  # uint8 [48, 48]
-    geometry: np.ndarray | None = None  # float32 [GEOMETRY_DIM]
     landmarks: np.ndarray | None = None  # float32 [478, 3], x and y in pixels
     box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 in pixels
     source: str = "mesh"  # how the face was found: "mesh" (directly) or "detector" (wide-shot fallback)
@@ -77,19 +64,22 @@ class FaceObservation:
 
 
 def validate_frame(frame: np.ndarray) -> np.ndarray:
-    """RGB uint8 [H, W, 3] (gray [H, W] and RGBA accepted) or ValueError."""
+    """RGB uint8 [H, W, 3] (gray [H, W] or [H, W, 1] and RGBA accepted, converted) or
+    ValueError. The size is checked before any conversion."""
     f = np.asarray(frame)
     if f.dtype != np.uint8:
         raise ValueError(f"frame must be uint8, got {f.dtype}")
-    if f.ndim == 2:
-        f = cv2.cvtColor(f, cv2.COLOR_GRAY2RGB)
-    elif f.ndim == 3 and f.shape[2] == 4:
-        f = f[:, :, :3]
-    elif not (f.ndim == 3 and f.shape[2] == 3):
+    if f.ndim == 3 and f.shape[2] == 1:
+        f = f[:, :, 0]
+    if not (f.ndim == 2 or (f.ndim == 3 and f.shape[2] in (3, 4))):
         raise ValueError(f"frame must be [H, W, 3], got shape {f.shape}")
     h, w = f.shape[:2]
     if min(h, w) < 16 or max(h, w) > MAX_SIDE:
         raise ValueError(f"frame size {w}x{h} outside 16..{MAX_SIDE} pixels")
+    if f.ndim == 2:
+        f = cv2.cvtColor(f, cv2.COLOR_GRAY2RGB)
+    elif f.shape[2] == 4:
+        f = f[:, :, :3]
     return np.ascontiguousarray(f)
 
 
@@ -128,38 +118,6 @@ def aligned_crop(gray: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """48x48 uint8 crop of a grayscale image, framed as FER-2013 frames its faces."""
     m = similarity_transform(anchor_points(landmarks), FER_FRAMING)
     return cv2.warpAffine(gray, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-
-
-def geometry_features(landmarks: np.ndarray) -> np.ndarray:
-    """Pose- and scale-normalised expressive landmarks plus eight ratios, float32 [GEOMETRY_DIM]."""
-    lm = landmarks[:, :2].astype(np.float64)
-    r_eye, l_eye = lm[list(RIGHT_EYE)].mean(0), lm[list(LEFT_EYE)].mean(0)
-    centre = (r_eye + l_eye) / 2
-    axis = l_eye - r_eye
-    iod = float(np.hypot(*axis))
-    if iod < 1e-6:
-        raise ValueError("degenerate landmarks")
-    c, s = axis / iod
-    rot = np.array([[c, s], [-s, c]])
-    norm = (lm - centre) @ rot.T / iod  # eye line horizontal, inter-ocular distance 1
-
-    def dist(i, j):
-        return float(np.hypot(*(norm[i] - norm[j])))
-
-    mouth_mid_y = (norm[13, 1] + norm[14, 1]) / 2
-    ratios = np.array(
-        [
-            dist(13, 14),  # mouth opening
-            dist(61, 291),  # mouth width
-            mouth_mid_y - (norm[61, 1] + norm[291, 1]) / 2,  # corners above lip centre = smile
-            dist(159, 145),  # right eye opening
-            dist(386, 374),  # left eye opening
-            norm[list(RIGHT_EYE), 1].mean() - norm[list(RIGHT_BROW), 1].mean(),  # right brow height
-            norm[list(LEFT_EYE), 1].mean() - norm[list(LEFT_BROW), 1].mean(),  # left brow height
-            dist(107, 336),  # inner brow gap (frown)
-        ]
-    )
-    return np.concatenate([norm[list(GEOMETRY_POINTS)].reshape(-1), ratios]).astype(np.float32)
 
 
 def _box(lm: np.ndarray) -> tuple[float, float, float, float]:
@@ -256,8 +214,12 @@ class FaceAnalyzer:
                 if g is not None:
                     g.close()
 
-    def __call__(self, frame: np.ndarray) -> FaceObservation:
-        rgb = validate_frame(frame)
+    def __call__(self, frame: np.ndarray, gray: np.ndarray | None = None) -> FaceObservation:
+        """The observation of one frame (``validate_frame`` checks and converts it). ``gray``:
+        the frame in grey (``cv2.COLOR_RGB2GRAY``) when the caller has it already; ``frame``
+        must then be a validated RGB frame (a ``streaming.types.VideoFrame``'s image), and it
+        is neither checked nor converted again."""
+        rgb = validate_frame(frame) if gray is None else frame
         h, w = rgb.shape[:2]
         fallback: np.ndarray | None = None
         with self._lock:
@@ -277,12 +239,13 @@ class FaceAnalyzer:
         else:
             return FaceObservation(n_faces=0)
         box = _box(lm)
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        if gray is None:
+            gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         try:
-            crop, geom = aligned_crop(gray, lm), geometry_features(lm)
-        except ValueError:
+            crop = aligned_crop(gray, lm)
+        except ValueError:  # degenerate landmarks
             return FaceObservation(n_faces=n_faces, landmarks=lm, box=box, source=source)
-        return FaceObservation(n_faces=n_faces, crop=crop, geometry=geom, landmarks=lm, box=box, source=source)
+        return FaceObservation(n_faces=n_faces, crop=crop, landmarks=lm, box=box, source=source)
 
     def _detect_and_read(self, rgb: np.ndarray) -> tuple[np.ndarray | None, int]:
         """The wide-shot fallback (called under the lock): full-range detector, then the crop
@@ -327,7 +290,7 @@ def fer_image_to_frame(image: np.ndarray, scale: int = 4, margin: float = 0.25) 
 
 
 def _fer_framing(n: int = 4000) -> np.ndarray:
-    from models.data import load_faces
+    from models.training.data import load_faces
 
     faces = load_faces("train")
     rng = np.random.default_rng(0)

@@ -276,7 +276,7 @@ def _old(sd, key):
 
 class LNLNInference(nn.Module):
     """The deployable part: the same weights, returning score [B], logits [B, 3],
-    completeness [B] and spread [B] only (what ``models.export`` writes to ONNX)."""
+    completeness [B] and spread [B] only (what ``models.training.export`` writes to ONNX)."""
 
     def __init__(self, model: LNLN):
         super().__init__()

@@ -1,10 +1,13 @@
 """Export the fusion model (and the small audio and face encoders) to ONNX:
-``python -m models.export``.
+``python -m models.training.export``.
 
 Sequence lengths and the batch are dynamic. After writing each file the command runs it
 in onnxruntime on random windows of several lengths, with missing steps and missing
 modalities (all three absent included), and fails unless every output equals torch's
 within ``--atol`` (default 1e-4).
+
+In: assets/weights/{fusion,audio_encoder,face_encoder}.safetensors; out:
+assets/onnx/*.onnx (``--out``), which ``models.runtime`` runs when present.
 """
 
 from __future__ import annotations
@@ -19,7 +22,13 @@ import torch
 from models import checkpoint
 from models.encoders.audio import AudioEncoder, AudioEncoderConfig
 from models.encoders.face import INPUT, FaceEncoder, FaceEncoderConfig
-from models.fusion.lnln import EVIDENCE_DIM, EVIDENCE_DIMS, LNLN, LNLNConfig, LNLNInference
+from models.fusion.lnln import (
+    EVIDENCE_DIM,
+    EVIDENCE_DIMS,
+    LNLN,
+    LNLNConfig,
+    LNLNInference,
+)
 from models.paths import assets_dir
 from models.runtime import FUSION_INPUTS
 

@@ -1,11 +1,11 @@
-"""The speech figures over several training seeds: ``python -m models.speech_seeds``.
+"""The speech figures over several training seeds: ``python -m models.training.speech_seeds``.
 
-For each seed the speech emotion encoder is trained as ``models.train``'s audio stage
+For each seed the speech emotion encoder is trained as ``models.training.train``'s audio stage
 trains it (seed 0 is the run that ships, read from <cache>/run when it is there), its
 in-domain statistics and calibration are fitted (domain, calibrate stages), and then:
 
 - RAVDESS and EmoDB held-out speakers: emotion accuracy per clip (the mean of its windows'
-  logits) and per window, and 3-class sentiment accuracy (``models.evaluate``);
+  logits) and per window, and 3-class sentiment accuracy (``models.training.evaluate``);
 - the RAVDESS test actors' clips replayed through the live pipeline with their statement
   as typed text: clip-level accuracy of the voice's own estimate
   (``streaming.evaluate_real``);
@@ -54,7 +54,7 @@ def model_for(run: Path, assets: Path):
     from models import checkpoint
     from models.fusion.lnln import LNLN, LNLNConfig
     from models.runtime import SentimentModel
-    from models.train import load_stack
+    from models.training.predict import load_stack
 
     stack = load_stack(run)
     fusion, _ = checkpoint.load(assets / "weights" / "fusion.safetensors", LNLN, LNLNConfig)
@@ -64,7 +64,7 @@ def model_for(run: Path, assets: Path):
 
 
 def seed_figures(model, cache: Path, root: Path) -> dict:
-    from models.evaluate import evaluate_speech
+    from models.training.evaluate import evaluate_speech
     from streaming.evaluate_real import accuracy_table, evaluate_ravdess
     from streaming.simulate import build_pipeline, replay
 
@@ -97,7 +97,9 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=str(REPO_ROOT / "docs" / "speech-seeds.json"))
     args = ap.parse_args(argv)
     from models.paths import data_root
-    from models.train import TrainConfig, calibrate, fit_domain, train_audio
+    from models.training.calibrate import calibrate, fit_domain
+    from models.training.config import TrainConfig
+    from models.training.speech import train_audio
 
     torch.set_num_threads(2)
     cache, assets, root = cache_dir(args.cache), assets_dir(args.assets), data_root(args.data)

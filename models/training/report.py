@@ -1,4 +1,10 @@
-"""Turns the evaluation report (``docs/evaluation.json``) into ``docs/evaluation.md`` and plots."""
+"""Turns the evaluation report (``docs/evaluation.json``) into ``docs/evaluation.md`` and plots.
+
+In: the report dict that ``python -m models.training.evaluate`` builds (and the fused
+confidences of the composed test windows, for the reliability plot); out:
+``docs/evaluation.md``, ``docs/figures/*.png`` (``write_document``) and the headline
+figures section of ``assets/MODEL_CARD.md`` (``update_model_card``).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ def _fallback_note(r: dict) -> list[str]:
     if not fb:
         return []
     return [f"The shipped runtime answers with a modality's own encoder where that modality is alone and runtime.json lists it "
-            f"(`single_modality_fallback`, chosen on validation windows by `python -m models.train`'s select stage): {', '.join(fb)}. "
+            f"(`single_modality_fallback`, chosen on validation windows by `python -m models.training.train`'s select stage): {', '.join(fb)}. "
             "Rows of the shipped model with only such a modality therefore equal that encoder's.", ""]
 
 
@@ -204,7 +210,7 @@ def update_model_card(r: dict, card: Path) -> None:
         text = text.rstrip() + "\n\n" + key + "\n"
     head = text[: text.index(key) + len(key)]
     when = r.get("meta", {}).get("evaluated", "?")
-    body = [f"From `docs/evaluation.md` (evaluated {when}; updated by `python -m models.evaluate`):", "", *headline(r)]
+    body = [f"From `docs/evaluation.md` (evaluated {when}; updated by `python -m models.training.evaluate`):", "", *headline(r)]
     card.write_text(head + "\n\n" + "\n".join(body) + "\n")
 
 
@@ -212,7 +218,7 @@ def write_document(r: dict, docs: Path, reliability=None) -> None:
     figs = docs / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     made = _plots(r, figs, reliability)
-    L = ["# Evaluation", "", "Written by `python -m models.evaluate` from `docs/evaluation.json`; do not edit by hand.", ""]
+    L = ["# Evaluation", "", "Written by `python -m models.training.evaluate` from `docs/evaluation.json`; do not edit by hand.", ""]
     meta = r.get("meta", {})
     L += [f"Evaluated {meta.get('evaluated', '?')} on the weights in `assets/`. Accuracies and F1 in %.", ""]
     L += ["## Headline figures", "", *headline(r), ""]
@@ -292,7 +298,7 @@ def write_document(r: dict, docs: Path, reliability=None) -> None:
         L += [f"## {title}", ""]
         if key == "composed":
             L += [f"{c['n_windows']} windows, each a MOSI/MOSEI test transcript with a RAVDESS/EmoDB test-speaker clip and a FER-2013 test face (see the model card: composed, not recorded together), "
-                  f"composed the realistic way (`models.composed.REALISTIC`): the voice carries the transcript's class with probability {comp.get('audio_agree')}, the face with {comp.get('vision_agree')} "
+                  f"composed the realistic way (`models.training.composed.REALISTIC`): the voice carries the transcript's class with probability {comp.get('audio_agree')}, the face with {comp.get('vision_agree')} "
                   f"(otherwise a random class), and {comp.get('neutral_words')} of the windows have neutral words (MOSI/MOSEI/MELD) with a voice and face that carry the label. "
                   "Target: the transcript's label (the voice's and face's class in neutral-words windows). Acc-3 over negative / neutral / positive, MAE on the score. "
                   "Baselines: each unimodal encoder alone (the prior where its modality is absent) and a late fusion that averages the present encoders' scores and probabilities weighted by their confidence.", ""]
@@ -342,7 +348,7 @@ def write_document(r: dict, docs: Path, reliability=None) -> None:
     tt = meta.get("train_timings_s")
     if tt:
         total = sum(tt.values())
-        L += ["## Training time", "", "The last `python -m models.train` run of each stage on this machine (2 CPU cores), seconds: "
+        L += ["## Training time", "", "The last `python -m models.training.train` run of each stage on this machine (2 CPU cores), seconds: "
               + ", ".join(f"{k} {v:.0f}" for k, v in tt.items()) + f"; {total / 60:.0f} min in all. "
               "A stage not listed was not run in this cache folder (its weights came from an earlier run).", ""]
         ft = meta.get("face_encoder_training") or {}

@@ -5,7 +5,9 @@ Every loader returns plain tables or arrays with a ``split`` of train / valid / 
 - speech corpora are split by speaker, never by clip (``SPEECH_SPLITS``);
 - FER-2013 keeps its test file; a fixed, stratified 5 % of its train file is valid.
 
-Nothing here copies data into the repository.
+In: the data root; out: pandas tables (text, speech) and arrays (faces). Used by
+training, evaluation and the demo clips (``streaming.democlip``). Nothing here copies
+data into the repository.
 """
 
 from __future__ import annotations

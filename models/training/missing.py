@@ -5,6 +5,10 @@ with probability r. Text drops become [UNK] (``models.features.text``); audio an
 drops become steps marked not valid (zero features, never read). In training each sample
 and modality draws r ~ U(0, 1) and a random half of the samples keep r = 0; on top of that
 whole modalities are dropped, as a failing sensor would. In testing one r is used for all.
+
+In: validity masks and a random generator; out: masks with steps dropped, per-sample
+rates [n, 3] and presence flags [n, 3] (used by the trainers, ``models.training.composed``
+and the evaluation).
 """
 
 from __future__ import annotations

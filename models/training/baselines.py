@@ -6,6 +6,10 @@ probability of its own label); with none present the training prior answers. It 
 scored by its probabilities (their argmax), as the evaluations score every source; being
 two averages, its score may lie in another class's interval (it is a baseline, not a
 product output).
+
+In: per-window unimodal scores, probabilities and presence; out: fused scores and
+probabilities. Used by the evaluations only (``models.training.evaluate``,
+``streaming.evaluate_real``).
 """
 
 from __future__ import annotations

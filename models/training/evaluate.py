@@ -1,4 +1,4 @@
-"""Evaluate the shipped models: ``python -m models.evaluate``.
+"""Evaluate the shipped models: ``python -m models.training.evaluate``.
 
 Writes ``docs/evaluation.json`` (every figure), ``docs/figures/*.png`` and
 ``docs/evaluation.md`` (the evaluation document). Sections:
@@ -9,14 +9,17 @@ Writes ``docs/evaluation.json`` (every figure), ``docs/figures/*.png`` and
 4. FER-2013 test (emotion, mapped sentiment), also through the live face-mesh path;
 5. the composed trimodal test set: missing rates and modality subsets, beside each
    unimodal encoder alone and a confidence-weighted late fusion;
-6. calibration (ECE) and the fusion model's speed (ONNX, batch 1, one thread).
+6. calibration (ECE) and the fusion model's speed (ONNX, batch 1, one thread;
+   ``models.training.speed``).
+
+In: the shipped assets folder (``--assets``), the corpora and the feature cache; the
+encoders' predictions come from ``models.training.predict``, so no trainer is imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,19 +28,36 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import checkpoint, metrics
-from models.baselines import late_fusion
-from models.composed import CLASS_MATCHED, REALISTIC, ComposedData, Composition
+from models import checkpoint
 from models.encoders.face import FRAME_FLIP, encode_faces
-from models.data import load_faces, load_speech, load_text
-from models.featurize import speech_features, text_features, text_features_at_rate, windows_by_clip
-from models.labels import EMOTIONS, FER_EMOTIONS, sentiment_index, sentiment_matrix
-from models.missing import SUBSET_NAMES, SUBSETS, TEST_RATES
+from models.labels import (
+    EMOTIONS,
+    FER_EMOTIONS,
+    corpus_emotion_mask,
+    sentiment_index,
+    sentiment_matrix,
+)
 from models.paths import REPO_ROOT, assets_dir, cache_dir
 from models.runtime import SentimentModel
-from models.train import clip_logits, corpus_emotion_mask, face_view_features, predict_audio
+from models.training import metrics
+from models.training.baselines import late_fusion
+from models.training.composed import CLASS_MATCHED, REALISTIC, ComposedData, Composition
+from models.training.data import load_faces, load_speech, load_text
+from models.training.feature_cache import (
+    speech_features,
+    text_features,
+    text_features_at_rate,
+    windows_by_clip,
+)
+from models.training.missing import SUBSET_NAMES, SUBSETS, TEST_RATES
+from models.training.predict import (
+    clip_logits,
+    face_view_features,
+    predict_audio,
+    predict_text_models,
+)
+from models.training.speed import benchmark_fusion
 from models.types import is_coherent, score_to_class
-from models.unimodal import pad_batch
 
 SEEDS = (0, 1, 2)
 COMPOSED_SEED = 7
@@ -45,37 +65,6 @@ COMPOSED_SEED = 7
 
 def _pct(d: dict) -> dict:
     return {k: (round(100 * v, 2) if k.startswith(("acc", "f1", "ece")) else round(v, 4)) for k, v in d.items()}
-
-
-# ---------------------------------------------------------------- fused prediction helpers
-def text_only_batch(feats: list[np.ndarray]) -> dict[str, torch.Tensor]:
-    b = len(feats)
-    tx, tv = pad_batch(feats, 384)
-    return {
-        "text_x": tx,
-        "text_valid": tv,
-        "audio_x": torch.zeros(b, 1, 387),
-        "audio_valid": torch.zeros(b, 1, dtype=torch.bool),
-        "vision_x": torch.zeros(b, 1, 135),
-        "vision_valid": torch.zeros(b, 1, dtype=torch.bool),
-        "present": torch.tensor([[True, False, False]] * b),
-    }
-
-
-def predict_text_models(model: SentimentModel, feats: list[np.ndarray], batch: int = 256) -> dict[str, np.ndarray]:
-    """Text encoder alone and the fusion model with text only, on token features."""
-    order = np.argsort([len(f) for f in feats])
-    enc = np.zeros(len(feats), np.float32)
-    fus = np.zeros(len(feats), np.float32)
-    fus_p = np.zeros((len(feats), 3))
-    enc_p = np.zeros((len(feats), 3))
-    for i in range(0, len(order), batch):
-        idx = order[i : i + batch]
-        s = model.stack(text_only_batch([feats[j] for j in idx]))
-        enc[idx] = s["est_t_score"].numpy()
-        enc_p[idx] = s["est_t_probs"].numpy()
-        fus[idx], fus_p[idx] = model.fuse(s)
-    return {"encoder": enc, "encoder_probs": enc_p, "fusion": fus, "fusion_probs": fus_p}
 
 
 # ---------------------------------------------------------------- 1 + 2: text
@@ -257,7 +246,7 @@ def evaluate_faces(model: SentimentModel, data_root, live_path: bool = True) -> 
 # ---------------------------------------------------------------- 5: composed windows
 def evaluate_composed(model: SentimentModel, cache: Path, data_root, how: Composition = REALISTIC, data=None) -> dict:
     """Composed test windows (test splits only), face views from the shipped face encoder,
-    partners drawn as ``how`` says (``models.composed``). With every modality present and
+    partners drawn as ``how`` says (``models.training.composed``). With every modality present and
     no drops, also the mean fused confidence on windows whose modalities' classes agree
     and on those where they conflict."""
     if data is None:
@@ -350,65 +339,6 @@ def evaluate_composed(model: SentimentModel, cache: Path, data_root, how: Compos
     return res
 
 
-# ---------------------------------------------------------------- 6: speed
-def benchmark_fusion(assets: Path, n: int = 500) -> dict:
-    """Fusion forward pass in onnxruntime, batch 1, one thread, a typical 3 s window
-    (20 word pieces, 75 audio states, 15 face frames); also with what follows it per
-    window: the agreement step (``models.agreement.combine``) and the smoothing."""
-    import onnxruntime as ort
-
-    from models.export import random_fusion_inputs
-
-    path = assets / "onnx" / "fusion.onnx"
-    if not path.exists():
-        return {"error": f"{path} missing: run python -m models.export"}
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    feed = random_fusion_inputs(1, 20, 75, 15, np.random.default_rng(0))
-    feed["present"][:] = True
-    feed["text_valid"][:] = True
-    for _ in range(50):
-        sess.run(None, feed)
-    from models.agreement import combine
-    from models.types import Modality, SentimentResult
-    from streaming.smoothing import Smoother
-
-    smoother = Smoother()
-    est, obs, w = np.array([[0.8, -1.2, 0.3]]), np.ones((1, 3), bool), np.ones((1, 3))
-    times, post = [], []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        score, _, _, spread = sess.run(None, feed)
-        t1 = time.perf_counter()
-        s, p = combine(score, spread, est, obs, w, 1.0, 0.2)  # what SentimentModel.fuse adds
-        smoother.update(SentimentResult(float(s[0]), p[0], (Modality.TEXT,)))  # and the pipeline's smoothing
-        t2 = time.perf_counter()
-        times.append(1000 * (t1 - t0))
-        post.append(1000 * (t2 - t1))
-    total = np.array(times) + np.array(post)
-    return {
-        "p50_ms": round(float(np.median(times)), 3),
-        "p95_ms": round(float(np.percentile(times, 95)), 3),
-        "mean_ms": round(float(np.mean(times)), 3),
-        "with_agreement_and_smoothing_p50_ms": round(float(np.median(total)), 3),
-        "agreement_and_smoothing_p50_ms": round(float(np.median(post)), 3),
-        "n": n,
-        "machine": f"{platform.machine()}, {_cpu_name()}, {torch.get_num_threads()} torch threads available",
-    }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 # ---------------------------------------------------------------- main
 def _training_meta(path: Path) -> dict:
     """How a shipped encoder was trained, from its safetensors metadata (device, epochs, ...)."""
@@ -470,7 +400,7 @@ def main(argv=None) -> None:
         if (run / "timings.json").exists()
         else report.get("meta", {}).get("train_timings_s", {}),
     }
-    from models.report import update_model_card, write_document
+    from models.training.report import update_model_card, write_document
 
     rel = dict(np.load(run / "reliability.npz")) if (run / "reliability.npz").exists() else None
     report_path.write_text(json.dumps(report, indent=1))

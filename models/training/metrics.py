@@ -1,4 +1,6 @@
-"""Evaluation metrics.
+"""Evaluation metrics (training and evaluation only; the runtime imports none of them).
+
+In: predictions and truths as arrays; out: floats or dicts of floats.
 
 ``mmsa_regression`` reproduces how MMSA (thuiar/MMSA) scores MOSI / MOSEI regression:
 - Acc-2 has-0: truth >= 0 against prediction >= 0 over all samples;
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import f1_score
+
+from models.ordinal import grid_min_nll
 
 
 def _as_1d(a) -> np.ndarray:
@@ -81,21 +85,6 @@ def classification(probs, truth) -> dict[str, float]:
         "ece": expected_calibration_error(probs.max(1), pred == truth),
         "n": int(truth.size),
     }
-
-
-def grid_min_nll(make_logits, truth, grid) -> float:
-    """The value v of ``grid`` whose ``make_logits(v)`` [N, C] gives the lowest mean negative
-    log-likelihood of the labels ``truth`` [N] under a softmax."""
-    truth = np.asarray(truth, dtype=np.int64)
-    best, best_nll = float(grid[0]), np.inf
-    for v in grid:
-        z = make_logits(v)
-        z = z - z.max(1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-        nll = -logp[np.arange(len(truth)), truth].mean()
-        if nll < best_nll:
-            best, best_nll = float(v), nll
-    return best
 
 
 def fit_temperature(logits, truth, grid: np.ndarray | None = None) -> float:

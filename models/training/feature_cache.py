@@ -1,6 +1,12 @@
 """Feature cache for training and evaluation: the corpora run once through the same
 extractors the live pipeline uses (``models.features``), stored under the cache folder.
 
+In: the corpora (``models.training.data``) and a cache folder; out: ``Ragged`` tables of
+features (built on the first call, read from the cache after), and the training views of
+them: ``text_split`` (MOSI + MOSEI sentences of a split) and ``speech_tables`` (speech
+windows, clean and augmented, grouped by clip). ``cache_features`` is the cache stage of
+``python -m models.training.train``.
+
 Files (npz, loaded with allow_pickle=False):
 - ``text_{corpus}.npz``          MiniLM token features of every sentence (clean);
 - ``text_{corpus}_drop{k}.npz``  the train sentences again with word pieces dropped to
@@ -21,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from models.data import load_speech, load_text
 from models.features.audio import SAMPLE_RATE, WINDOW_SAMPLES, AudioFeatureExtractor
+from models.training.data import load_speech, load_text
 
 TEXT_TRAIN_CORPORA = ("mosi", "mosei")
 N_TEXT_VARIANTS = 2
@@ -225,3 +231,45 @@ def windows_by_clip(extra: dict[str, np.ndarray]) -> dict[int, list[int]]:
     for i, r in enumerate(extra["row"]):
         out.setdefault(int(r), []).append(i)
     return out
+
+
+# ---------------------------------------------------------------- tables for the trainers
+def text_split(cache: Path, split: str, data_root, limit: int = 0):
+    """(list of clean token arrays, scores, classes, (corpus, row) keys) of MOSI + MOSEI."""
+    feats, scores, classes, keys = [], [], [], []
+    for corpus in TEXT_TRAIN_CORPORA:
+        df = load_text(corpus, data_root)
+        rag, _ = text_features(cache, corpus, 0, data_root)
+        rows = np.flatnonzero(df["split"].to_numpy() == split)
+        if limit:
+            rows = rows[:limit]
+        feats += [rag[r] for r in rows]
+        scores.append(df["score"].to_numpy()[rows])
+        classes.append(df["cls"].to_numpy()[rows])
+        keys += [(corpus, int(r)) for r in rows]
+    return feats, np.concatenate(scores).astype(np.float32), np.concatenate(classes), keys
+
+
+def speech_tables(cache: Path, data_root):
+    """(speech table, clean window features, clip row -> its clean windows, and per
+    augmentation (window features, clip row -> its windows))."""
+    df = load_speech(data_root)
+    clean, extra = speech_features(cache, 0, data_root)
+    variants = []
+    for k in range(1, N_SPEECH_VARIANTS + 1):
+        rag, e = speech_features(cache, k, data_root)
+        variants.append((rag, windows_by_clip(e)))
+    return df, clean, windows_by_clip(extra), variants
+
+
+def cache_features(cfg, cache: Path, run: Path, data_root) -> None:
+    """The cache stage: every file above that the trainers read, built where missing
+    (``cfg`` is the run's ``TrainConfig``; the audio extractor uses its ``threads``)."""
+    from models.features.audio import AudioFeatureExtractor
+
+    for corpus in TEXT_TRAIN_CORPORA:
+        for k in range(N_TEXT_VARIANTS + 1):
+            text_features(cache, corpus, k, data_root)  # MiniLM loads on the first miss only
+    aex = AudioFeatureExtractor(threads=cfg.threads)
+    for k in range(N_SPEECH_VARIANTS + 1):
+        speech_features(cache, k, data_root, aex)

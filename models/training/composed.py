@@ -18,10 +18,10 @@ EmoDB) and a face (FER-2013). How the partners are drawn is a ``Composition``:
 
 Each split draws only on the same split of every corpus (speech split by speaker), so the
 test windows are built from test data alone. A window is 3 s: audio is one 3 s window of
-the clip encoded alone, as live (``models.featurize.speech_features``); vision is 15 frames
-(5 per second) of one still face, each frame one of a few jittered views of it
-(``FACE_VIEWS``). These are composed, acted and posed data: they show how the fusion
-weighs and completes modalities, not how well it reads real conversations.
+the clip encoded alone, as live (``models.training.feature_cache.speech_features``);
+vision is 15 frames (5 per second) of one still face, each frame one of a few jittered
+views of it (``FACE_VIEWS``). These are composed, acted and posed data: they show how the
+fusion weighs and completes modalities, not how well it reads real conversations.
 """
 
 from __future__ import annotations
@@ -32,11 +32,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.data import load_faces, load_speech, load_text
-from models.featurize import Ragged, speech_features, text_features, windows_by_clip
 from models.features.audio import FRAME_RATE
 from models.labels import EMOTIONS, sentiment_index
-from models.missing import drop_steps
+from models.training.data import load_faces, load_speech, load_text
+from models.training.feature_cache import (
+    Ragged,
+    speech_features,
+    text_features,
+    windows_by_clip,
+)
+from models.training.missing import drop_steps
 from models.unimodal import pad_batch
 
 WINDOW_SECONDS = 3.0
@@ -100,7 +105,8 @@ class ComposedData:
     """Pools of one split and the batches built from them.
 
     face_views: [N_fer_split, FACE_VIEWS, 135] face-encoder outputs of the split's FER images
-    (``models.train`` writes them after training the face encoder).
+    (the views stage, ``models.training.face.face_views``, writes them after training
+    the face encoder).
     """
 
     def __init__(
@@ -112,8 +118,9 @@ class ComposedData:
         augmented: bool = False,
         text_states: Path | None = None,
     ):
-        """text_states: folder with the text encoder's cached outputs (``models.train``'s
-        text_states stage); batches then carry those instead of MiniLM features."""
+        """text_states: folder with the text encoder's cached outputs (the text_states
+        stage, ``models.training.text``); batches then carry those instead of MiniLM
+        features."""
         self.split = split
         self.cache = cache
         self.data_root = data_root
@@ -145,7 +152,7 @@ class ComposedData:
         # text variants with dropped tokens (train split only): corpus -> (Ragged, row -> item)
         self.text_variants: list[dict[str, tuple[Ragged, dict[int, int], np.ndarray]]] = []
         if augmented:
-            from models.featurize import N_TEXT_VARIANTS
+            from models.training.feature_cache import N_TEXT_VARIANTS
 
             for k in range(1, N_TEXT_VARIANTS + 1):
                 v = {}
@@ -176,7 +183,7 @@ class ComposedData:
         self.audio_cls = np.array([sentiment_index(speech["emotion"].iloc[r]) for r in keep], np.int64)
         self.audio_variants: list[list[list[np.ndarray]]] = []
         if augmented:
-            from models.featurize import N_SPEECH_VARIANTS
+            from models.training.feature_cache import N_SPEECH_VARIANTS
 
             for k in range(1, N_SPEECH_VARIANTS + 1):
                 f, e = speech_features(cache, k, data_root)
@@ -251,7 +258,7 @@ class ComposedData:
 
     def text_at_rate(self, specs: list[WindowSpec], rate: float, seed: int) -> list[np.ndarray]:
         """Token features of the windows' texts with word pieces dropped at ``rate`` (seeded)."""
-        from models.featurize import text_features_at_rate
+        from models.training.feature_cache import text_features_at_rate
 
         tables = {}
         for corpus in sorted({self.text_rows[s.text][0] for s in specs}):

@@ -1,0 +1,41 @@
+"""The package stage: a run folder's models into the assets folder the runtime loads.
+
+In: <run>/{text,audio,face}_encoder.safetensors, fusion.safetensors, domain.safetensors,
+calibration.json and selection.json (when the select stage ran); out:
+assets/weights/*.safetensors (fp16, the domain statistics float32) and
+assets/runtime.json (calibration, prior, fusion temperature, conflict gain,
+single-modality fallback and the run's ``TrainConfig``). Then run
+``python -m models.training.export`` and ``python -m models.training.evaluate``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from models import checkpoint
+from models.training.config import TrainConfig
+
+
+def package(cfg: TrainConfig, cache: Path, run: Path, data_root, assets: Path) -> None:
+    """fp16 safetensors of the four models and runtime.json (calibration, prior) into assets/."""
+    weights = assets / "weights"
+    weights.mkdir(parents=True, exist_ok=True)
+    from models.runtime import SHIPPED
+
+    for name, classes in SHIPPED.items():
+        model, meta = checkpoint.load(run / f"{name}.safetensors", *classes)
+        meta.pop("config", None)
+        checkpoint.save(weights / f"{name}.safetensors", model, model.cfg, half=True, **meta)
+    shutil.copyfile(run / "domain.safetensors", weights / "domain.safetensors")  # float32: precision matrices
+    calib = json.loads((run / "calibration.json").read_text())
+    _, fmeta = checkpoint.read(run / "fusion.safetensors")
+    calib["fusion_temperature"] = fmeta["temperature"]
+    calib["conflict_gain"] = fmeta.get("conflict_gain", 0.0)
+    sel = run / "selection.json"
+    calib["single_modality_fallback"] = json.loads(sel.read_text())["single_modality_fallback"] if sel.exists() else []
+    calib["train_config"] = asdict(cfg)
+    (assets / "runtime.json").write_text(json.dumps(calib, indent=2))
+    print(f"  wrote {weights} and {assets / 'runtime.json'}")

@@ -1,0 +1,74 @@
+"""The fusion model's speed, for the evaluation document.
+
+In: an assets folder with onnx/fusion.onnx (``python -m models.training.export``); out:
+the latency of one fusion forward pass in onnxruntime (batch 1, one thread, a typical 3 s
+window), alone and with the agreement step and smoothing that follow it per window, as a
+dict of milliseconds with the machine's name (``cpu_name``).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def benchmark_fusion(assets: Path, n: int = 500) -> dict:
+    """Fusion forward pass in onnxruntime, batch 1, one thread, a typical 3 s window
+    (20 word pieces, 75 audio states, 15 face frames); also with what follows it per
+    window: the agreement step (``models.agreement.combine``) and the smoothing."""
+    import onnxruntime as ort
+
+    from models.training.export import random_fusion_inputs
+
+    path = assets / "onnx" / "fusion.onnx"
+    if not path.exists():
+        return {"error": f"{path} missing: run python -m models.training.export"}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = random_fusion_inputs(1, 20, 75, 15, np.random.default_rng(0))
+    feed["present"][:] = True
+    feed["text_valid"][:] = True
+    for _ in range(50):
+        sess.run(None, feed)
+    from models.agreement import combine
+    from models.types import Modality, SentimentResult
+    from streaming.smoothing import Smoother
+
+    smoother = Smoother()
+    est, obs, w = np.array([[0.8, -1.2, 0.3]]), np.ones((1, 3), bool), np.ones((1, 3))
+    times, post = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        score, _, _, spread = sess.run(None, feed)
+        t1 = time.perf_counter()
+        s, p = combine(score, spread, est, obs, w, 1.0, 0.2)  # what SentimentModel.fuse adds
+        smoother.update(SentimentResult(float(s[0]), p[0], (Modality.TEXT,)))  # and the pipeline's smoothing
+        t2 = time.perf_counter()
+        times.append(1000 * (t1 - t0))
+        post.append(1000 * (t2 - t1))
+    total = np.array(times) + np.array(post)
+    return {
+        "p50_ms": round(float(np.median(times)), 3),
+        "p95_ms": round(float(np.percentile(times, 95)), 3),
+        "mean_ms": round(float(np.mean(times)), 3),
+        "with_agreement_and_smoothing_p50_ms": round(float(np.median(total)), 3),
+        "agreement_and_smoothing_p50_ms": round(float(np.median(post)), 3),
+        "n": n,
+        "machine": f"{platform.machine()}, {cpu_name()}, {torch.get_num_threads()} torch threads available",
+    }
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
