@@ -9,10 +9,11 @@ Policy (after "whisper_streaming", Machacek et al. 2023):
   buffer once (greedy, voice-activity filter on, word timestamps on, no conditioning on
   earlier windows; the committed text before the buffer is the initial prompt).
 - The decode's words that come after the committed ones (by time, then by removing a
-  repeated n-gram at the seam) are the *hypothesis*. LocalAgreement-2: the longest common
-  prefix of this hypothesis and the previous decode's hypothesis is committed; the rest is
-  *partial* and may still change. Committed words never change and each is emitted once;
-  word times are made non-decreasing.
+  repeated n-gram at the seam) are the *hypothesis*. LocalAgreement-2
+  (``streaming.agreement.LocalAgreement``, words only): the longest common prefix of this
+  hypothesis and the previous decode's hypothesis is committed; the rest is *partial* and
+  may still change. Committed words never change and each is emitted once; word times are
+  made non-decreasing.
 - Every decoded word is checked for hallucination (``streaming.transcript_trust``: loops,
   compression ratio, no-speech probability, speech rate, agreement with the voice-activity
   detector run on the same buffer); a failing word keeps its place with ``Word.suspect``
@@ -35,13 +36,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from models.features.audio import SAMPLE_RATE, whisper_model_path
+from streaming.agreement import LocalAgreement
 from streaming.transcript_trust import judge_segment, norm
 from streaming.types import Transcript, Word
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
-_SENTENCE_END = (".", "?", "!")
 _PROMPT_CHARS = 200
 
 
@@ -62,8 +63,6 @@ def _once_each(words: list[str]) -> list[str]:
             seen.add(key)
             keep.append(sent)
     return [w for sent in reversed(keep) for w in sent]
-
-_norm = norm  # word text for comparing two decodes: lower case, punctuation dropped
 
 
 class StreamingASR:
@@ -127,9 +126,7 @@ class StreamingASR:
             self._audio = np.zeros(0, np.float32)
             self._buf_t: float | None = None  # pipeline time of the buffer's first sample
             self._decoded_end = -math.inf  # buffer end time at the last decode
-            self._committed: list[Word] = []
-            self._pending: list[Word] = []  # last decode's hypothesis after the committed words
-            self._sentence_ends: list[float] = []  # end times of committed sentence-final words
+            self._words = LocalAgreement(self.history_s)  # committed and pending words
             self._last = Transcript(t=0.0)
 
     @property
@@ -168,7 +165,7 @@ class StreamingASR:
                 self._buf_t = float(t)
             gap = round((float(t) - self._end) * SAMPLE_RATE)
             if gap > self.max_buffer_s * SAMPLE_RATE:  # long outage: start a new buffer at t
-                self._cut(self._end, force=True)
+                self._cut(self._end, commit=True)
                 self._buf_t, gap = float(t), 0
             if gap > 0:
                 a = np.concatenate([np.zeros(gap, np.float32), a])
@@ -177,7 +174,7 @@ class StreamingASR:
             if a.size:
                 self._audio = np.concatenate([self._audio, a])  # new array: step's snapshot stays valid
             if len(self._audio) > self.max_buffer_s * SAMPLE_RATE:
-                self._cut(self._end - self.max_buffer_s, force=True)
+                self._cut(self._end - self.max_buffer_s, commit=True)
 
     def step(self, now: float | None = None) -> Transcript:
         """Decode the buffer once and return the ``Transcript`` at ``now`` (default: audio end).
@@ -208,8 +205,8 @@ class StreamingASR:
             if fresh:
                 self._decode_and_commit(audio, buf_t, prompt, now, final=True)
             with self._lock:
-                self._cut(self._end, force=True)  # commits the pending words, also after a failed decode
-                self._pending = []
+                self._words.flush(self._end)  # commits the pending words, also after a failed decode
+                self._cut(self._end)
                 last = self._last
                 self._last = self._make(now, last.avg_logprob, last.no_speech_prob, last.error if fresh else None)
                 return self._last
@@ -219,7 +216,7 @@ class StreamingASR:
     def _prompt(self) -> str | None:
         # suspect words stay out: a loop in the prompt invites the next decode to loop on;
         # so does a line said again and again (a person repeating it): each once, the latest
-        before = [w.text for w in self._committed if w.end <= (self._buf_t or 0.0) and not w.suspect]
+        before = [w.text for w in self._words.committed if w.end <= (self._buf_t or 0.0) and not w.suspect]
         text = " ".join(_once_each(before))
         if len(text) > _PROMPT_CHARS:  # the last words, not a cut one
             text = text[-_PROMPT_CHARS:].split(" ", 1)[-1]
@@ -237,15 +234,8 @@ class StreamingASR:
                 self._last = self._make(now, last.avg_logprob, last.no_speech_prob, f"{type(e).__name__}: {e}")
                 return self._last
         with self._lock:
-            hyp = self._after_committed(words)
-            if final:
-                self._pending = hyp
-            else:
-                k = 0
-                while k < min(len(hyp), len(self._pending)) and _norm(hyp[k].text) == _norm(self._pending[k].text):
-                    k += 1
-                self._commit(hyp[:k])
-                self._pending = hyp[k:]
+            self._words.update(words, final)
+            if not final:
                 self._trim()
             self._last = self._make(now, avg_logprob, no_speech, None)
             return self._last
@@ -274,7 +264,7 @@ class StreamingASR:
         speech = self._speech_spans(audio) if segments else []
         words = []
         for s in segments:
-            ws = [w for w in (s.words or []) if _norm(w.word)]
+            ws = [w for w in (s.words or []) if norm(w.word)]
             reasons = judge_segment(
                 [(w.word, w.start, w.end) for w in ws], s.avg_logprob, s.no_speech_prob, speech
             )
@@ -295,69 +285,32 @@ class StreamingASR:
 
             opts = VadOptions(**(self.vad_parameters or {}))
             return [(d["start"] / SAMPLE_RATE, d["end"] / SAMPLE_RATE) for d in get_speech_timestamps(audio, opts)]
-        except Exception:  # noqa: BLE001 - the check is skipped, the decode stands
+        except Exception:  # the check is skipped, the decode stands
             return None
-
-    def _after_committed(self, words: list[Word]) -> list[Word]:
-        """The decode's words past the committed ones: by time, then minus a repeated n-gram."""
-        if not self._committed:
-            return words
-        last_end = self._committed[-1].end
-        new = [w for w in words if w.start > last_end - 0.1]
-        tail = [_norm(w.text) for w in self._committed[-5:]]
-        for n in range(min(len(tail), len(new)), 0, -1):
-            if tail[-n:] == [_norm(w.text) for w in new[:n]]:
-                new = new[n:]
-                break
-        return [Word(w.text, max(w.start, last_end), max(w.end, last_end), w.probability, w.suspect) for w in new]
-
-    def _commit(self, words: list[Word]) -> None:
-        """Append words to the committed list with non-decreasing times."""
-        for w in words:
-            prev_end = self._committed[-1].end if self._committed else -math.inf
-            start = max(w.start, prev_end)
-            c = Word(w.text, start, max(w.end, start), w.probability, w.suspect)
-            self._committed.append(c)
-            if c.text.endswith(_SENTENCE_END):
-                self._sentence_ends.append(c.end)
-        if self._committed and self.history_s:
-            horizon = self._committed[-1].end - self.history_s
-            if self._committed[0].end < horizon:
-                self._committed = [w for w in self._committed if w.end >= horizon]
 
     def _trim(self) -> None:
         """Shorten a long buffer at a committed boundary (see the module docstring)."""
-        buf_t, end = self._buf_t, self._end
-        if buf_t is None or end - buf_t <= self.trim_s:
+        if self._buf_t is None:
             return
-        inside = [e for e in self._sentence_ends if buf_t < e <= end]
-        cut = inside[-1] if inside else None
-        last_committed = self._committed[-1].end if self._committed else -math.inf
-        if cut is None and end - buf_t > (self.trim_s + self.max_buffer_s) / 2 and buf_t < last_committed:
-            cut = last_committed
-        if cut is None and not self._pending:  # nothing but silence (or committed words) to keep
-            cut = max(min(last_committed, end), end - 2.0)
-        if cut is not None and cut > buf_t:
-            self._cut(cut, force=False)
+        cut = self._words.cut_point(self._buf_t, self._end, self.trim_s, self.max_buffer_s)
+        if cut is not None:
+            self._cut(cut)
 
-    def _cut(self, t: float, force: bool) -> None:
-        """Drop buffered audio before time ``t``; with ``force``, commit pending words before it."""
-        if force:
-            done = [w for w in self._pending if w.end <= t]
-            self._commit(done)
-            self._pending = [w for w in self._pending if w.start >= t and w.end > t]
+    def _cut(self, t: float, commit: bool = False) -> None:
+        """Drop buffered audio before time ``t``; with ``commit``, commit pending words before it."""
+        if commit:
+            self._words.commit_before(t)
         n = min(len(self._audio), max(0, round((t - self._buf_t) * SAMPLE_RATE)))
         self._audio = self._audio[n:]
         self._buf_t += n / SAMPLE_RATE
-        self._sentence_ends = [e for e in self._sentence_ends if e > self._buf_t]
 
     def _make(
         self, now: float | None, avg_logprob: float | None, no_speech_prob: float | None, error: str | None
     ) -> Transcript:
         return Transcript(
             t=self._end if now is None else float(now),
-            committed=list(self._committed),
-            partial=list(self._pending),
+            committed=list(self._words.committed),
+            partial=list(self._words.pending),
             avg_logprob=avg_logprob,
             no_speech_prob=no_speech_prob,
             error=error,

@@ -46,6 +46,7 @@ def main(argv=None) -> dict:
     from streaming.asr import StreamingASR
     from streaming.faults import FaultInjector
     from streaming.pipeline import Pipeline, PipelineConfig
+    from streaming.replay import drive
     from streaming.sources import FileReplay
 
     clip = args.clip
@@ -56,20 +57,21 @@ def main(argv=None) -> dict:
     model = SentimentModel.load(threads=args.threads)
     asr = None if args.asr == "off" else StreamingASR(threads=args.threads)
     pipe = Pipeline(model, asr, FaultInjector(), PipelineConfig(asr_mode=args.asr))
+    waits = []
+
+    def push(item):
+        # 'due' is when the window's end passed on the wall clock; latency runs from there
+        due = time.perf_counter()
+        out = pipe.push(item)
+        if out:
+            waits.append(1000 * (time.perf_counter() - due))
+        return out
+
     src = FileReplay(clip, realtime=True, loop=True)
     t0 = time.monotonic()
-    waits = []
-    for item in src.items():
-        # 'due' is when the window's end passed on the wall clock; latency runs from there
-        before = len(pipe.results)
-        due = time.perf_counter()
-        pipe.push(item)
-        if len(pipe.results) > before:
-            waits.append(1000 * (time.perf_counter() - due))
-        if time.monotonic() - t0 > args.seconds:
-            break
+    drive(src, push, stop=lambda: time.monotonic() - t0 > args.seconds)
     pipe.close()
-    asr_ms = pipe._asr_thread.decode_ms if pipe._asr_thread is not None else pipe.asr_ms
+    asr_ms = pipe.recogniser_ms
     res = pipe.results[1:]  # the first window includes loading
     lat = np.array([r.latency_ms for r in res])
     out = {

@@ -179,9 +179,6 @@ class FaultInjector:
                 self._live_log.append(Fault(modality, kind, old.start, float(t), old.params))
                 del self._live_log[:-100]
 
-    def live(self) -> list[Fault]:
-        return list(self._live.values())
-
     def timeline(self) -> list[Fault]:
         """Every fault interval to show: scheduled ones, live ones already switched off and
         live ones still on (open-ended)."""

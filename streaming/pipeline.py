@@ -15,9 +15,17 @@ what they left (``Windower.tail``), so a recording shorter than one window still
 window of its true length.
 
 The recogniser runs either inside the window step (``asr_mode="sync"``: deterministic, what
-the simulator and tests use) or on its own thread (``"thread"``: live use, so a slow decode
-never holds a window back). A modality judged DROPPED is masked out of the model input; in a
-DEGRADED one the unusable frames and samples are masked and the rest is read.
+the simulator and tests use) or on its own thread (``"thread"``, ``streaming.asr_thread``:
+live use, so a slow decode never holds a window back). A modality judged DROPPED is masked
+out of the model input; in a DEGRADED one the unusable frames and samples are masked and the
+rest is read.
+
+Each item is checked once on its way: a ``VideoFrame`` is a valid RGB frame by construction
+(its source made it), so the pipeline turns it grey once for the image checks, the face
+checks and the face analyser's crop; a chunk's form and quality are checked once here
+(``AudioChecker.chunk``), and only a usable chunk is stored and heard. Each face crop is
+encoded once (``model.face_frames``), however many windows hold it, and a window's frames
+are put together by the model (``model.face_sequence``).
 
 One ``Pipeline`` serves one stream (one browser session, one replay); the model is shared.
 """
@@ -29,23 +37,15 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from models.features.audio import SAMPLE_RATE
-from models.features.vision import validate_frame
 from models.types import Modality, SentimentResult, WindowFeatures
+from streaming.asr_thread import AsrThread
 from streaming.faults import FaultInjector
-from streaming.health import (
-    Check,
-    SEVERAL_FACES,
-    HealthConfig,
-    HealthMonitor,
-    AudioChecker,
-    VisionChecker,
-    audio_window_issue,
-    centre_gray,
-    small_gray,
-)
+from streaming.checks import SEVERAL_FACES, AudioChecker, Check, VisionChecker, audio_window_issue, centre_gray, small_gray
+from streaming.health import HealthConfig, HealthMonitor
 from streaming.smoothing import Smoother, SmoothingConfig
 from streaming.transcript_trust import flag_repeats
 from streaming.types import AudioChunk, Health, HealthStatus, Transcript, VideoFrame, WindowResult
@@ -88,74 +88,6 @@ class PipelineConfig:
             raise ValueError("settle_s and wait_late_s must not be negative")
 
 
-class AsrThread:
-    """Runs a ``StreamingASR`` on its own thread: ``push`` is cheap, ``latest`` returns the
-    newest transcript; the recogniser decodes every ``every_s`` seconds while audio comes."""
-
-    def __init__(self, asr, every_s: float = 1.0):
-        self.asr, self.every_s = asr, every_s
-        self._lock = threading.Lock()
-        self._cycle = threading.Lock()  # held while a decode cycle runs
-        self._pending: list[tuple[np.ndarray, float]] = []
-        self._latest: Transcript | None = None
-        self._stop = threading.Event()
-        self.decode_ms: list[float] = []
-        #: pipeline time up to which the audio has been decoded (the newest returned transcript)
-        self.decoded_to = -np.inf
-        self._thread = threading.Thread(target=self._run, name="asr", daemon=True)
-        self._thread.start()
-
-    def push(self, samples: np.ndarray, t: float) -> None:
-        with self._lock:
-            self._pending.append((samples, t))
-
-    def latest(self) -> Transcript | None:
-        with self._lock:
-            return self._latest
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
-            with self._cycle:  # flush() waits for a cycle in progress, so audio stays in order
-                with self._lock:
-                    pending, self._pending = self._pending, []
-                if not pending:
-                    continue
-                t0 = time.perf_counter()
-                try:
-                    for s, t in pending:
-                        self.asr.push(s, t)
-                    tr = self.asr.step(pending[-1][1] + len(pending[-1][0]) / SAMPLE_RATE)
-                    self.decode_ms.append(1000 * (time.perf_counter() - t0))
-                except Exception as e:  # noqa: BLE001 - a failed decode is a health state, not a crash
-                    tr = Transcript(t=pending[-1][1], error=str(e) or type(e).__name__)
-                with self._lock:
-                    self._latest = tr
-                    if not tr.error:
-                        self.decoded_to = max(self.decoded_to, tr.t)
-
-    def flush(self, now: float) -> Transcript:
-        """End of stream: decodes what is pending and commits every word (``StreamingASR.flush``),
-        on the caller's thread; returns the final transcript."""
-        with self._cycle:
-            with self._lock:
-                pending, self._pending = self._pending, []
-            try:
-                for s, t in pending:
-                    self.asr.push(s, t)
-                tr = self.asr.flush(now)
-            except Exception as e:  # noqa: BLE001 - a failed decode is a health state, not a crash
-                tr = Transcript(t=now, error=str(e) or type(e).__name__)
-            with self._lock:
-                self._latest = tr
-                if not tr.error:
-                    self.decoded_to = max(self.decoded_to, now)
-            return tr
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 class Pipeline:
     """One stream's state. ``model``: a ``models.runtime.SentimentModel``; ``asr``: a
     ``streaming.asr.StreamingASR`` or None (then text comes only from ``set_text``)."""
@@ -190,7 +122,7 @@ class Pipeline:
         self._transport_log = {m: deque(maxlen=4096) for m in self._transport}
         self._lock = threading.RLock()
         self.results: list[WindowResult] = []
-        self.asr_ms: list[float] = []  # recogniser step times (sync mode; thread mode: _asr_thread.decode_ms)
+        self.asr_ms: list[float] = []  # recogniser step times in sync mode (all modes: recogniser_ms)
 
     # ------------------------------------------------------------ input
     def push(self, item: VideoFrame | AudioChunk, now: float | None = None) -> list[WindowResult]:
@@ -256,6 +188,12 @@ class Pipeline:
             self.windower.due(t)
 
     @property
+    def recogniser_ms(self) -> list[float]:
+        """The recogniser's decode times (ms): each step in sync mode, each decode cycle of
+        its thread in thread mode; empty without a recogniser."""
+        return self._asr_thread.decode_ms if self._asr_thread is not None else self.asr_ms
+
+    @property
     def transcript(self) -> Transcript | None:
         """The recogniser's latest good transcript (None without a recogniser)."""
         return self._transcript if self._asr is not None else None
@@ -280,38 +218,40 @@ class Pipeline:
             return
         self._last_vision_t = frame.t
         crop = None
-        try:
-            rgb = validate_frame(frame.image)
-        except ValueError as e:
-            check = Check(False, f"invalid frame: {e}")
-        else:
-            gray = small_gray(rgb)
-            check = self._vision_check.image(frame.t, gray, centre_gray(rgb))
-            if check.usable:
-                obs = self.faces(rgb)
-                face_check = self._vision_check.face(gray, obs.n_faces, obs.crop is not None, obs.box, rgb.shape[1])
-                if face_check.issue:
-                    check = face_check if (not face_check.usable or not check.issue) else check
-                if face_check.usable:
-                    crop = obs.crop
+        # a VideoFrame's image is a valid RGB frame (checked when it was made); it is turned
+        # grey once, for the image checks, the face checks and the face crop
+        rgb = frame.image
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        small = small_gray(gray)
+        check = self._vision_check.image(frame.t, small, centre_gray(gray))
+        if check.usable:
+            obs = self.faces(rgb, gray=gray)
+            face_check = self._vision_check.face(small, obs.n_faces, obs.crop is not None, obs.box, rgb.shape[1])
+            if face_check.issue:
+                check = face_check if (not face_check.usable or not check.issue) else check
+            if face_check.usable:
+                crop = obs.crop
         self.health.observe(Modality.VISION, frame.t, 1.0 / self.cfg.vision_fps, check, now, self._transport[Modality.VISION])
         self.vision.add(AnalysedFrame(frame.t, crop if check.usable else None, check))
 
     def _audio(self, chunk: AudioChunk, now: float) -> None:
+        # the one check of a chunk's form (1-D float, finite, 16 kHz) and quality in the pipeline
         check = self._audio_check.chunk(chunk.samples, chunk.rate)
         self.health.observe(Modality.AUDIO, chunk.t, chunk.duration, check, now, self._transport[Modality.AUDIO])
-        n = len(chunk.samples) if chunk.duration else 0
-        if n and chunk.rate == SAMPLE_RATE:
-            samples = np.asarray(chunk.samples, np.float32) if check.usable else np.zeros(n, np.float32)
-            self.audio.write(chunk.t, samples, check.usable)
-            if check.usable and self._asr is not None and not self.faults.text_outage(now):
-                if self._asr_thread is not None:
-                    self._asr_thread.push(samples, chunk.t)
-                else:
-                    try:
-                        self._asr.push(samples, chunk.t)
-                    except ValueError as e:
-                        self._transcript = Transcript(t=now, error=str(e))
+        if not check.usable:
+            if chunk.rate == SAMPLE_RATE and chunk.duration:  # its place on the sample grid is a gap
+                self.audio.write(chunk.t, np.zeros(len(chunk.samples), np.float32), False)
+            return
+        samples = np.asarray(chunk.samples, np.float32)
+        self.audio.write(chunk.t, samples, True)
+        if self._asr is not None and not self.faults.text_outage(now):
+            if self._asr_thread is not None:
+                self._asr_thread.push(samples, chunk.t)
+            else:
+                try:
+                    self._asr.push(samples, chunk.t)
+                except ValueError as e:
+                    self._transcript = Transcript(t=now, error=str(e))
 
     # ------------------------------------------------------------ windows
     def _advance(self, now: float) -> list[WindowResult]:
@@ -345,7 +285,7 @@ class Pipeline:
             t0 = time.perf_counter()
             try:
                 tr = self._asr.step(now)
-            except Exception as e:  # noqa: BLE001 - a failed decode is a health state
+            except Exception as e:  # a failed decode is a health state
                 tr = Transcript(t=now, error=str(e) or type(e).__name__)
             self.asr_ms.append(1000 * (time.perf_counter() - t0))
         self.health.asr(tr, now)
@@ -365,18 +305,14 @@ class Pipeline:
         vision_reliability = 1.0
         if statuses[Modality.VISION].state != Health.DROPPED:
             frames = self.vision.window(start, end, VISION_FRAMES)
+            # each frame's face is encoded once, when a window first holds it
             todo = [f for f in frames if f.crop is not None and f.features is None]
             if todo:
-                feats = self.model.face_frames(np.stack([f.crop for f in todo]))
-                for f, x in zip(todo, feats):
+                for f, x in zip(todo, self.model.face_frames(np.stack([f.crop for f in todo]))):
                     f.features = x
-            if any(f.features is not None for f in frames):
-                from models.types import SequenceFeatures
-
-                dim = next(f.features for f in frames if f.features is not None).shape[0]
-                values = np.stack([f.features if f.features is not None else np.zeros(dim, np.float32) for f in frames])
-                vision = SequenceFeatures(values, np.array([f.features is not None for f in frames]))
-                read = [f for f in frames if f.features is not None]
+            read = [f for f in frames if f.features is not None]
+            if read:
+                vision = self.model.face_sequence([f.features for f in frames])
                 # with several faces in view the face read may not be the speaker's
                 vision_reliability = float(np.mean([f.check.issue != SEVERAL_FACES for f in read]))
             else:
@@ -449,7 +385,7 @@ class Pipeline:
                 else:
                     try:
                         self._transcript = self._asr.flush(end)
-                    except Exception as e:  # noqa: BLE001 - a failed decode is a health state
+                    except Exception as e:  # a failed decode is a health state
                         self._transcript = Transcript(t=end, error=str(e) or type(e).__name__)
             out = self._advance(end)
             tail = self.windower.tail(end)
@@ -465,5 +401,5 @@ class Pipeline:
             self._asr_thread.close()
         try:
             self.faces.close()
-        except Exception:  # noqa: BLE001 - already closed
+        except Exception:  # already closed
             pass

@@ -80,6 +80,8 @@ class LiveSession:
         self.closed = False
         self.finished = threading.Event()  # set when the stream ended (``finish``)
         self.pipeline: Pipeline | None = None
+        #: counts the pipelines so far: ``configure`` starts a new one, with no windows yet
+        self.generation = 0
         self.configure(window_s, hop_s)
         self._thread = None
         if worker:
@@ -109,10 +111,10 @@ class LiveSession:
             self._newest_arrival = -float("inf")  # the latest arrival of any input
             with self._lock:
                 self.rows.clear()
-            self._rendered = None
+            self.generation += 1
 
     # ------------------------------------------------------------ inputs
-    def _take(self, windows: list[WindowResult], now: float | None = None) -> None:
+    def _take(self, windows: list[WindowResult], now: float | None = None) -> list[WindowResult]:
         if windows:
             if now is not None:  # how late each window came out: the server's lag (beyond
                 # the wait for its data, on its way or late in the transport)
@@ -121,6 +123,7 @@ class LiveSession:
             with self._lock:
                 self.rows.extend(w.to_json() for w in windows)
                 del self.rows[:-MAX_ROWS]
+        return windows
 
     def _queue(self, item) -> None:
         with self._wake:
@@ -178,11 +181,13 @@ class LiveSession:
         if not self.closed:
             self._queue(item)
 
-    def push(self, item, now: float | None = None) -> None:
-        """An item from a replay, analysed now on the caller's thread (its own timestamps)."""
-        if not self.closed:
-            with self._work:
-                self._take(self.pipeline.push(item, now))
+    def push(self, item, now: float | None = None) -> list[WindowResult]:
+        """An item from a replay, analysed now on the caller's thread (its own timestamps);
+        returns the windows that came out (also added to ``rows``)."""
+        if self.closed:
+            return []
+        with self._work:
+            return self._take(self.pipeline.push(item, now))
 
     def process(self, now: float | None = None) -> int:
         """Analyses what is queued, then lets the clock run to ``now`` (default: the clock);
@@ -229,7 +234,7 @@ class LiveSession:
                     self._wake.wait(timeout=0.1)
             try:
                 self.process()
-            except Exception as e:  # noqa: BLE001 - shown on the page, the session goes on
+            except Exception as e:  # shown on the page, the session goes on
                 self.errors["session"] = f"{type(e).__name__}: {e}"
                 time.sleep(0.2)
 
@@ -243,13 +248,16 @@ class LiveSession:
         if not self.closed and self._thread is None:
             self.process(now)
 
-    def finish(self, end: float | None = None) -> None:
+    def finish(self, end: float | None = None) -> list[WindowResult]:
         """The stream ended at ``end`` (a replay's duration): the last words are committed and
-        the final window, of its true length, comes out (``Pipeline.flush``)."""
+        the final window, of its true length, comes out (``Pipeline.flush``); returns the
+        windows that came out."""
+        out: list[WindowResult] = []
         if not self.closed:
             with self._work:
-                self._take(self.pipeline.flush(end))
+                out = self._take(self.pipeline.flush(end))
         self.finished.set()
+        return out
 
     def source_error(self, modality: str, message: str) -> None:
         self.errors[modality] = message
@@ -348,7 +356,7 @@ class LiveSession:
         for w in self.workers:
             try:
                 w.stop()
-            except Exception:  # noqa: BLE001 - already stopped
+            except Exception:  # already stopped
                 pass
         with self._wake:
             self._wake.notify_all()

@@ -40,31 +40,25 @@ def build_pipeline(faults_spec: str = "", window_s: float = 3.0, hop_s: float = 
 
 
 def replay(pipeline: Pipeline, path: str | Path, realtime: bool = False, speed: float = 1.0, on_window=None, progress: bool = True) -> list[WindowResult]:
-    """Pushes every item of the recording through ``pipeline``; returns all windows.
-    ``on_window(result)`` is called as each window comes out."""
+    """Pushes every item of the recording through ``pipeline`` and flushes it at the end
+    (``streaming.replay.drive``); returns all windows. ``on_window(result)`` is called as
+    each window comes out."""
     from tqdm import tqdm
 
+    from streaming.replay import drive
     from streaming.sources import FileReplay
 
     src = FileReplay(path, sink=None, realtime=realtime, speed=speed)
     total = src.duration or None
     bar = tqdm(total=round(total, 1) if total else None, unit="s", desc="replay", disable=not progress, leave=False)
-    out: list[WindowResult] = []
-    last_t = 0.0
-    for item in src.items():
-        for w in pipeline.push(item):
-            out.append(w)
-            if on_window:
-                on_window(w)
-        if item.t - last_t >= 0.5:
-            bar.update(round(item.t - last_t, 1))
-            last_t = item.t
-    # the end of the recording closes the stream: the last words are committed and the
-    # stretch after the last grid window (or a recording shorter than one) gets its window
-    for w in pipeline.flush(total or None):
-        out.append(w)
-        if on_window:
-            on_window(w)
+    shown = [0.0]  # media time the bar shows
+
+    def tick(item) -> None:
+        if item.t - shown[0] >= 0.5:
+            bar.update(round(item.t - shown[0], 1))
+            shown[0] = item.t
+
+    out = drive(src, pipeline.push, flush=pipeline.flush, on_window=on_window, on_item=tick)
     bar.close()
     return out
 

@@ -12,6 +12,7 @@ from enum import Enum
 
 import numpy as np
 
+from models.features.vision import validate_frame
 from models.types import MODALITIES, Modality, SentimentResult
 
 
@@ -26,16 +27,18 @@ class HealthStatus:
     state: Health = Health.OK
     reason: str = ""
 
-    def to_json(self) -> dict:
-        return {"state": self.state.value, "reason": self.reason}
-
 
 @dataclass
 class VideoFrame:
-    """One camera frame: RGB uint8 [H, W, 3]."""
+    """One camera frame: RGB uint8 [H, W, 3], checked and converted when made
+    (``models.features.vision.validate_frame``: grey and RGBA become RGB, anything else is a
+    ValueError), so the stages after the source take its image as it is."""
 
     t: float
     image: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.image = validate_frame(self.image)
 
 
 @dataclass

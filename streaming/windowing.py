@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.features.audio import HOP, SAMPLE_RATE
-from streaming.health import Check
+from streaming.checks import Check
 from streaming.types import Word
 
 

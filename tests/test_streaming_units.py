@@ -8,17 +8,8 @@ import pytest
 
 from models.types import Modality
 from streaming.faults import Fault, FaultInjector, FaultKind, parse_spec
-from streaming.health import (
-    AudioChecker,
-    HealthConfig,
-    HealthMonitor,
-    VisionChecker,
-    audio_window_issue,
-    centre_gray,
-    estimate_snr_db,
-    noise_sigma,
-    small_gray,
-)
+from streaming.checks import AudioChecker, VisionChecker, audio_window_issue, centre_gray, estimate_snr_db, noise_sigma, small_gray
+from streaming.health import HealthConfig, HealthMonitor
 from streaming.plot import timeline_figure
 from streaming.types import AudioChunk, Health, VideoFrame
 from streaming.windowing import AudioTrack, Windower
@@ -203,7 +194,7 @@ def test_audio_window_issue_silence_and_noise():
 def test_monitor_rules():
     cfg = HealthConfig()
     h = HealthMonitor(cfg, expected_fps=5)
-    from streaming.health import Check
+    from streaming.checks import Check
 
     for t in np.arange(0, 3, 0.2):  # all good
         h.observe(Modality.VISION, t, 0.2, Check(True), t)
@@ -226,7 +217,7 @@ def test_no_data_means_the_windows_data_is_missing_not_a_quiet_transport():
     """The microphone's chunks up to the window's end are in, then nothing for 1.4 s (its
     next chunks held up in the transport, a busy server judging late): not "no data". A
     microphone whose data stops 2 s before the window's end is."""
-    from streaming.health import Check
+    from streaming.checks import Check
 
     h = HealthMonitor(HealthConfig(), expected_fps=5)
     for k in range(12):  # 0.5 s chunks, 0-6 s, each arriving as its samples are over

@@ -1,0 +1,145 @@
+"""The app's sessions: ``App`` (the shared model and recogniser, the session factory, one
+live session per browser tab), sessions fed by a replay (``start_replay``) or by this
+machine's devices (``start_local_session``), and their closing."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import threading
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+
+class App:
+    """Shared, read-only parts (model, recogniser weights) and the session factory.
+    ``clock_factory()``, when given, makes each new session's clock (a callable giving
+    seconds on the pipeline clock, e.g. to follow a test's media time); None: each session
+    counts wall-clock seconds from its creation (``LiveSession``'s default)."""
+
+    def __init__(self, model=None, asr_model=None, window_s: float = 3.0, hop_s: float = 1.0, asr: bool = True,
+                 clock_factory=None):
+        from models.runtime import SentimentModel
+
+        self.model = model or SentimentModel.load()
+        # load the text and audio extractors now, not inside the first live window (seconds)
+        self.model.text_features("warm up")
+        self.model.audio_features(np.zeros(16000, np.float32))
+        self.window_s, self.hop_s = window_s, hop_s
+        self._asr_model = asr_model
+        self.asr = asr
+        self.clock_factory = clock_factory
+        self._live: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+        self._live_lock = threading.Lock()
+
+    def new_asr(self):
+        if not self.asr:
+            return None
+        from streaming.asr import StreamingASR
+
+        if self._asr_model is None:
+            self._asr_model = StreamingASR().model  # loaded once, shared by all sessions
+        return StreamingASR(whisper=self._asr_model)
+
+    def new_session(self, window_s: float | None = None, hop_s: float | None = None, asr_mode: str = "thread",
+                    worker: bool = True):
+        from streaming.session import LiveSession
+
+        clock = self.clock_factory() if self.clock_factory is not None else None
+        s = LiveSession(self.model, self.new_asr(), window_s or self.window_s, hop_s or self.hop_s, asr_mode,
+                        clock=clock, worker=worker)
+        _OPEN_SESSIONS.add(s)
+        return s
+
+    def live_session(self, key: str | None):
+        """The live session of one browser tab (``key``: Gradio's session hash), made on its
+        first input; the webcam's and the microphone's first events arrive together and must
+        find the same one."""
+        with self._live_lock:
+            s = self._live.get(key) if key else None
+            if s is None or s.closed:
+                s = self.new_session()
+                if key:
+                    self._live[key] = s
+            return s
+
+
+#: Sessions not yet garbage-collected; closed at interpreter exit (stops capture workers and
+#: recogniser threads before the interpreter tears down the libraries they run in).
+_OPEN_SESSIONS: "weakref.WeakSet" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_sessions() -> None:
+    for s in list(_OPEN_SESSIONS):
+        close_session(s)
+
+
+def close_session(session) -> None:
+    if session is not None:
+        session.close()
+
+
+def replay_problem(e: Exception) -> str:
+    """A one-line reason from a source error (no temporary paths)."""
+    msg = str(e)
+    if "no readable" in msg or "cannot decode" in msg or "Invalid data" in msg:
+        tail = msg.rsplit(": ", 1)[-1] if ": " in msg else ""
+        return "it is not a video or audio file that can be read" + (f" ({tail})" if tail and "/" not in tail else "")
+    return msg.split(" /")[0]
+
+
+def demo_clip_available() -> bool:
+    import shutil
+
+    from models.paths import data_root
+
+    try:
+        return shutil.which("espeak-ng") is not None and (data_root() / "vision" / "fer2013_test.npz").is_file()
+    except Exception:  # no data folder configured
+        return False
+
+
+def start_replay(app: App, path: str, spec: str = "", realtime: bool = True):
+    """A session fed by a replay of ``path`` on a thread, with scheduled faults ``spec``.
+    SourceError (before anything starts) for a file that cannot be read; a failure during
+    the replay is shown as the session's "replay" error."""
+    from streaming.faults import parse_spec
+    from streaming.replay import drive
+    from streaming.sources import FileReplay, SourceError
+
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise SourceError(f"{os.path.basename(path)} is empty (0 bytes)")
+    src = FileReplay(path, sink=None, realtime=realtime)  # SourceError for an unreadable file
+    s = app.new_session(asr_mode="sync", worker=False)
+    s.name = Path(path).stem
+    s.faults.faults = parse_spec(spec)
+
+    def failed(e: Exception) -> None:  # shown on the page; the windows so far are closed off
+        s.errors["replay"] = f"the replay stopped: {replay_problem(e)}"
+
+    run = functools.partial(drive, src, s.push, flush=s.finish, stop=lambda: s.closed, on_error=failed)
+    threading.Thread(target=run, name="replay", daemon=True).start()
+    return s
+
+
+def start_local_session(app: App):
+    """A session fed by this machine's camera and microphone; a missing device is reported
+    (and its modality DROPPED), never raised."""
+    from streaming.sources import LocalCamera, LocalMicrophone
+
+    s = app.new_session()
+    cam = LocalCamera(sink=s.submit, clock=s.clock, on_error=lambda m: s.source_error("vision", m))
+    mic = LocalMicrophone(sink=s.submit, clock=s.clock, on_error=lambda m: s.source_error("audio", m))
+    for w in (cam, mic):
+        w.start()
+        s.workers.append(w)
+    for name, w in (("vision", cam), ("audio", mic)):
+        if w.error:
+            print(f"{name}: {w.error}")
+            s.source_error(name, w.error)
+    return s
+

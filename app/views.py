@@ -1,0 +1,162 @@
+"""How a session is shown: the headline score, the sensors' health badges, the transcript
+panel, the status line, and ``Views``, the output components that a session fills."""
+
+from __future__ import annotations
+
+import weakref
+
+STATE_STYLE = {"OK": "#1b7f3b", "DEGRADED": "#b86e00", "DROPPED": "#b3261e"}
+TRANSCRIPT_SPAN_S = 60.0  # the transcript panel shows the words of the last minute
+#: what each session was last drawn from (``Views.values``), so an unchanged one is skipped
+_DRAWN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _esc(text: str) -> str:
+    import html
+
+    return html.escape(str(text), quote=True)
+
+
+def health_html(row: dict | None, errors: dict[str, str] | None = None) -> str:
+    """Per-modality badges: state, reason, the modality's own estimate."""
+    cards = []
+    for m in ("vision", "audio", "text"):
+        if row is None:
+            state, reason, score = "waiting", errors.get(m, "") if errors else "", None
+        else:
+            d = row["modalities"][m]
+            state, reason, score = d["state"], d["reason"], d["score"]
+        colour = STATE_STYLE.get(state, "#666")
+        est = "" if score is None else f"<div style='font-size:0.85em'>own estimate {score:+.2f}</div>"
+        cards.append(
+            f"<div class='badge' data-modality='{m}' data-state='{state}' style='flex:1;border:2px solid {colour};"
+            f"border-radius:8px;padding:6px 8px;margin:2px'><b>{m}</b> "
+            f"<span style='color:#fff;background:{colour};border-radius:4px;padding:0 6px'>{state}</span>"
+            f"<div style='font-size:0.8em;color:#555;min-height:1.2em'>{_esc(reason)}</div>{est}</div>"
+        )
+    return "<div style='display:flex;gap:4px'>" + "".join(cards) + "</div>"
+
+
+def score_html(row: dict | None) -> str:
+    if row is None:
+        return "<div class='headline' data-state='waiting' style='font-size:1.1em;color:#666'>waiting for the first window...</div>"
+    if row.get("no_data"):
+        why = "; ".join(f"{m} {d['reason'] or d['state']}" for m, d in row["modalities"].items())
+        return (
+            "<div class='headline' data-state='no-data' style='font-size:1.6em;color:#666'><b>no data</b> "
+            f"<span style='font-size:0.6em'>no modality is usable in window {row['t_start']:.0f}-{row['t_end']:.0f} s "
+            f"({_esc(why)}), so there is no estimate</span></div>"
+        )
+    # the headline is the smoothed estimate (streaming.smoothing); the window's own beside it
+    s = row.get("smoothed_score", row["score"])
+    label = row.get("smoothed_label", row["label"])
+    conf = row.get("smoothed_confidence", row["confidence"])
+    pos = (s + 3) / 6 * 100
+    return (
+        f"<div class='headline' data-state='estimate' style='font-size:1.6em'><b>{label}</b> &nbsp; score {s:+.2f} "
+        f"<span style='font-size:0.6em;color:#555'>(-3 very negative .. +3 very positive), confidence "
+        f"{conf:.2f}, smoothed over the latest windows; the latest alone: {row['label']} "
+        f"{row['score']:+.2f} ({row['confidence']:.2f}), window {row['t_start']:.0f}-{row['t_end']:.0f} s</span></div>"
+        f"<div style='position:relative;height:10px;background:linear-gradient(90deg,#d62728,#9e9e9e,#1f77b4);"
+        f"border-radius:5px;margin:4px 0'><div style='position:absolute;left:calc({pos:.1f}% - 3px);top:-3px;"
+        f"width:6px;height:16px;background:#000;border-radius:2px'></div></div>"
+    )
+
+
+def _md(text: str) -> str:
+    """Text safe inside Markdown (no emphasis, links or HTML from what was recognised)."""
+    import re
+
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~<>])", r"\\\1", text)
+
+
+def transcript_md(committed: list, partial: list, span_s: float = TRANSCRIPT_SPAN_S) -> str:
+    """The transcript panel: the committed words of the last ``span_s`` seconds, then the
+    partial tail (may still change) in italics; words not trusted as said are struck out,
+    with the reasons listed below."""
+    if not committed and not partial:
+        return "*(no speech recognised yet)*"
+    out, reasons = [], {}
+    for w in committed:
+        if w.suspect:
+            out.append(f"~~{_md(w.text)}~~")
+            reasons[w.suspect] = reasons.get(w.suspect, 0) + 1
+        else:
+            out.append(_md(w.text))
+    body = " ".join(out)
+    tail = [w for w in partial if not w.suspect]
+    if tail:
+        body += f" _{' '.join(_md(w.text) for w in tail)}_ *(partial, may still change)*"
+    head = f"**Transcript, last {span_s:.0f} s**  \n"
+    if reasons:
+        body += "  \n<small>struck out, not trusted as said and not read by the model: " + "; ".join(
+            f"{_md(r)} ({n} word{'s' * (n > 1)})" for r, n in reasons.items()) + "</small>"
+    return head + body
+
+
+class Views:
+    """The output components of a session, and how a session fills them; ``prefix`` names
+    their elem_ids (``{prefix}-score``, ``-health``, ``-transcript``, ``-status``)."""
+
+    def __init__(self, gr, prefix: str = "live"):
+        self.score = gr.HTML(score_html(None), elem_id=f"{prefix}-score")
+        self.label = gr.Label(num_top_classes=3, label="Sentiment confidences")
+        self.health = gr.HTML(health_html(None), elem_id=f"{prefix}-health")
+        self.transcript = gr.Markdown("*(no speech recognised yet)*", label="Transcript", elem_id=f"{prefix}-transcript")
+        self.plot = gr.Plot(label="Timeline")
+        self.status = gr.Markdown("", elem_id=f"{prefix}-status")
+
+    @property
+    def components(self):
+        return [self.score, self.label, self.health, self.transcript, self.plot, self.status]
+
+    @staticmethod
+    def values(session, gr, force: bool = False):
+        """New values for ``components``; ``gr.skip()`` where nothing changed since the
+        session was last drawn (a new pipeline, ``LiveSession.generation``, is a change)."""
+        if session is None:
+            return [score_html(None), None, health_html(None), transcript_md([], []), None, ""]
+        latest = session.latest()
+        key = (session.generation, len(session.rows), latest and latest["t_end"], tuple(sorted(session.errors.items())))
+        if not force and _DRAWN.get(session) == key:
+            return [gr.skip()] * 6
+        _DRAWN[session] = key
+        row = latest
+        from streaming.plot import timeline_figure
+
+        rows = session.rows[-120:]
+        fig = timeline_figure(rows, session.faults.timeline(), horizon=90) if rows else None
+        label = None if row is None or row.get("no_data") else row["confidences"]
+        return [score_html(row), label, health_html(row, session.errors), transcript_md(*session.transcript_view()),
+                fig, status_md(session)]
+
+
+def status_md(session) -> str:
+    """Latency, the transport's, the server's and the recogniser's lag (delivery and
+    processing behind the media, not a sensor fault), frames skipped to keep up, and input
+    errors."""
+    lat = session.latency()
+    row = session.latest()
+    parts = []
+    if lat:
+        parts.append(f"window latency: last {lat['last']:.0f} ms, p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms "
+                     f"over {min(len(session.rows), 300)} windows")
+    if row is not None:
+        lag = row.get("lag", {})
+        server = lag.get("server")
+        asr = lag.get("recogniser")
+        transport = lag.get("transport")
+        bits = []
+        if transport is not None and transport >= 0.05:  # shown to 0.1 s: on time is not news
+            bits.append(f"input arriving {transport:.1f} s late")
+        if server is not None:
+            bits.append(f"server {server:.1f} s behind")
+        if asr is not None:
+            bits.append(f"recogniser {asr:.1f} s behind")
+        if session.frames_skipped:
+            bits.append(f"{session.frames_skipped} camera frames skipped to keep up")
+        if bits:
+            parts.append("lag (delivery and processing, not the sensors): " + ", ".join(bits))
+    if session.errors:
+        parts.append("**input problems:** " + "; ".join(f"{k}: {_md(v)}" for k, v in session.errors.items()))
+    return "  \n".join(parts)

@@ -1,0 +1,81 @@
+"""The recogniser on its own thread (the pipeline's ``asr_mode="thread"``, live use): audio is
+handed over cheaply, decoded every ``every_s`` seconds, and the newest transcript is read
+whenever a window needs it, so a slow decode never holds a window back."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from models.features.audio import SAMPLE_RATE
+from streaming.types import Transcript
+
+
+class AsrThread:
+    """Runs a ``StreamingASR`` on its own thread: ``push`` is cheap, ``latest`` returns the
+    newest transcript; the recogniser decodes every ``every_s`` seconds while audio comes."""
+
+    def __init__(self, asr, every_s: float = 1.0):
+        self.asr, self.every_s = asr, every_s
+        self._lock = threading.Lock()
+        self._cycle = threading.Lock()  # held while a decode cycle runs
+        self._pending: list[tuple[np.ndarray, float]] = []
+        self._latest: Transcript | None = None
+        self._stop = threading.Event()
+        self.decode_ms: list[float] = []
+        #: pipeline time up to which the audio has been decoded (the newest returned transcript)
+        self.decoded_to = -np.inf
+        self._thread = threading.Thread(target=self._run, name="asr", daemon=True)
+        self._thread.start()
+
+    def push(self, samples: np.ndarray, t: float) -> None:
+        with self._lock:
+            self._pending.append((samples, t))
+
+    def latest(self) -> Transcript | None:
+        with self._lock:
+            return self._latest
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            with self._cycle:  # flush() waits for a cycle in progress, so audio stays in order
+                with self._lock:
+                    pending, self._pending = self._pending, []
+                if not pending:
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    for s, t in pending:
+                        self.asr.push(s, t)
+                    tr = self.asr.step(pending[-1][1] + len(pending[-1][0]) / SAMPLE_RATE)
+                    self.decode_ms.append(1000 * (time.perf_counter() - t0))
+                except Exception as e:  # a failed decode is a health state, not a crash
+                    tr = Transcript(t=pending[-1][1], error=str(e) or type(e).__name__)
+                with self._lock:
+                    self._latest = tr
+                    if not tr.error:
+                        self.decoded_to = max(self.decoded_to, tr.t)
+
+    def flush(self, now: float) -> Transcript:
+        """End of stream: decodes what is pending and commits every word (``StreamingASR.flush``),
+        on the caller's thread; returns the final transcript."""
+        with self._cycle:
+            with self._lock:
+                pending, self._pending = self._pending, []
+            try:
+                for s, t in pending:
+                    self.asr.push(s, t)
+                tr = self.asr.flush(now)
+            except Exception as e:  # a failed decode is a health state, not a crash
+                tr = Transcript(t=now, error=str(e) or type(e).__name__)
+            with self._lock:
+                self._latest = tr
+                if not tr.error:
+                    self.decoded_to = max(self.decoded_to, now)
+            return tr
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
