@@ -83,13 +83,22 @@ def missing_browser() -> str | None:
 def _duration(path: Path) -> float:
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "default=nw=1:nk=1", str(path)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return float(out.strip())
 
 
-def make_fake_media(folder, min_seconds: float = 20.0, size: tuple[int, int] = (480, 360), fps: int = 10,
-                    rate: int = 48_000, clips=DEFAULT_CLIPS, data=None) -> tuple[Path, Path]:
+def make_fake_media(
+    folder,
+    min_seconds: float = 20.0,
+    size: tuple[int, int] = (480, 360),
+    fps: int = 10,
+    rate: int = 48_000,
+    clips=DEFAULT_CLIPS,
+    data=None,
+) -> tuple[Path, Path]:
     """Writes one recording of real people speaking on camera as Chromium's fake devices.
 
     In: ``folder`` (created if needed) to write to; ``min_seconds``: the recording's least
@@ -138,9 +147,26 @@ def make_fake_media(folder, min_seconds: float = 20.0, size: tuple[int, int] = (
         pads.append(f"[v{i}][a{i}]")
     graph = ";".join(parts) + ";" + "".join(pads) + f"concat=n={len(chosen)}:v=1:a=1[v][a]"
     video, audio = folder / "fake.y4m", folder / "fake.wav"
-    cmd += ["-filter_complex", graph,
-            "-map", "[v]", "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe", str(video),
-            "-map", "[a]", "-c:a", "pcm_s16le", "-ar", str(rate), "-ac", "1", str(audio)]
+    cmd += [
+        "-filter_complex",
+        graph,
+        "-map",
+        "[v]",
+        "-pix_fmt",
+        "yuv420p",
+        "-f",
+        "yuv4mpegpipe",
+        str(video),
+        "-map",
+        "[a]",
+        "-c:a",
+        "pcm_s16le",
+        "-ar",
+        str(rate),
+        "-ac",
+        "1",
+        str(audio),
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     _cut_wav(audio, round(sum(d for _, d in chosen) * rate))
     return video, audio
@@ -186,7 +212,10 @@ def start_app(port: int, log, args=(), env=None) -> subprocess.Popen:
     env.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.Popen(
         [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), *args],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -222,8 +251,11 @@ def chromium_args(video=None, audio=None) -> list[str]:
     """Chromium's flags: ``CHROMIUM_ARGS``, media permission prompts answered yes, and fake
     capture devices playing (and looping) the files ``video`` (.y4m) and ``audio`` (.wav)
     when given (Chromium's own test pattern and beep otherwise)."""
-    args = CHROMIUM_ARGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                            "--autoplay-policy=no-user-gesture-required"]
+    args = CHROMIUM_ARGS + [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
     if video is not None:
         args.append(f"--use-file-for-fake-video-capture={Path(video).resolve()}")
     if audio is not None:
@@ -363,8 +395,10 @@ class LivePage:
             if snap["window"] != shown:
                 since, shown = snap["t"], snap["window"]
             elif stale is not None and shown is not None and snap["t"] - since > stale:
-                raise TimeoutError(f"no {what}: the page has shown window {shown} for {snap['t'] - since:.0f} s "
-                                   f"(it stopped updating); last badges {snap['badges']}")
+                raise TimeoutError(
+                    f"no {what}: the page has shown window {shown} for {snap['t'] - since:.0f} s "
+                    f"(it stopped updating); last badges {snap['badges']}"
+                )
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {what} within {timeout:.0f} s; last badges {snap['badges']}, window {snap['window']}")
             self.page.wait_for_timeout(poll * 1000)
@@ -395,9 +429,7 @@ class LivePage:
         return out
 
     def _links(self) -> list[str]:
-        return self.page.evaluate(
-            "() => Array.from(document.querySelectorAll('#live-export-files a[href]')).map(a => a.href)"
-        )
+        return self.page.evaluate("() => Array.from(document.querySelectorAll('#live-export-files a[href]')).map(a => a.href)")
 
 
 def parse_jsonl(data: bytes) -> list[dict]:

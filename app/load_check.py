@@ -80,13 +80,28 @@ def join_real_clips(out: Path) -> Path:
     parts, pads = [], []
     for i, name in enumerate(REAL_CLIPS):
         cmd += ["-i", str(real / name)]
-        parts.append(f"[{i}:v:0]fps=15,scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2,"
-                     f"setsar=1,format=yuv420p[v{i}]")
+        parts.append(
+            f"[{i}:v:0]fps=15,scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2,"
+            f"setsar=1,format=yuv420p[v{i}]"
+        )
         parts.append(f"[{i}:a:0]aresample=16000,aformat=channel_layouts=mono[a{i}]")
         pads.append(f"[v{i}][a{i}]")
     graph = ";".join(parts) + ";" + "".join(pads) + f"concat=n={len(REAL_CLIPS)}:v=1:a=1[v][a]"
-    cmd += ["-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-c:v", "libx264", "-preset", "veryfast",
-            "-c:a", "aac", str(out)]
+    cmd += [
+        "-filter_complex",
+        graph,
+        "-map",
+        "[v]",
+        "-map",
+        "[a]",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-c:a",
+        "aac",
+        str(out),
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     return out
 
@@ -181,17 +196,28 @@ def summarise(rows: list[dict], base: list[dict] | None) -> dict:
     out = {"windows": len(rows)}
     for m in ("vision", "audio"):
         out[f"{m}_ok_pct"] = share(m, rows)
-        out[f"{m}_states"] = dict(Counter(f"{r['modalities'][m]['state']}: {r['modalities'][m]['reason']}" for r in rows).most_common(6))
+        out[f"{m}_states"] = dict(
+            Counter(f"{r['modalities'][m]['state']}: {r['modalities'][m]['reason']}" for r in rows).most_common(6)
+        )
         if base is not None:
             ok_before = {r["t_end"] for r in base if r["modalities"][m]["state"] == "OK"}
             now = {r["t_end"]: r for r in rows}
             kept = [now[t]["modalities"][m]["state"] == "OK" for t in ok_before if t in now]
             out[f"{m}_kept_pct"] = round(100 * float(np.mean(kept)), 1) if kept else float("nan")
-    out["not_ok"] = [f"{r['t_start']:g}-{r['t_end']:g} s {m} {r['modalities'][m]['state']}: {r['modalities'][m]['reason']}"
-                     for r in rows for m in ("vision", "audio") if r["modalities"][m]["state"] != "OK"][:30]
+    out["not_ok"] = [
+        f"{r['t_start']:g}-{r['t_end']:g} s {m} {r['modalities'][m]['state']}: {r['modalities'][m]['reason']}"
+        for r in rows
+        for m in ("vision", "audio")
+        if r["modalities"][m]["state"] != "OK"
+    ][:30]
     out["text_states"] = dict(Counter(r["modalities"]["text"]["state"] for r in rows))
-    out["text_not_ok"] = dict(Counter(f"{r['modalities']['text']['state']}: {r['modalities']['text']['reason']}"
-                                      for r in rows if r["modalities"]["text"]["state"] != "OK").most_common(6))
+    out["text_not_ok"] = dict(
+        Counter(
+            f"{r['modalities']['text']['state']}: {r['modalities']['text']['reason']}"
+            for r in rows
+            if r["modalities"]["text"]["state"] != "OK"
+        ).most_common(6)
+    )
     lag = [r.get("lag", {}).get("server") for r in rows]
     lag = [x for x in lag if x is not None]
     if lag:
@@ -213,8 +239,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--busy", type=int, default=os.cpu_count() or 2, help="spinning processes under load (default: one per core)")
     ap.add_argument("--seconds", type=float, default=25.0, help="seconds of each live run")
     ap.add_argument("--out", default=str(ROOT / "docs" / "load-check"))
-    ap.add_argument("--ways", default="live,replay,browser",
-                    help="which ways to run, comma-separated (browser: needs chromium and playwright)")
+    ap.add_argument(
+        "--ways",
+        default="live,replay,browser",
+        help="which ways to run, comma-separated (browser: needs chromium and playwright)",
+    )
     args = ap.parse_args(argv)
 
     from app.ui import App
@@ -225,10 +254,17 @@ def main(argv=None) -> dict:
     app.new_asr()
     res: dict = {"machine": machine(), "busy_processes": args.busy, "date": time.strftime("%Y-%m-%d"), "runs": []}
     with tempfile.TemporaryDirectory(prefix="load-") as tmp:
-        clips = {"demo clip": build_clip(Path(tmp) / "demo.mp4")["path"], "real clips joined": str(join_real_clips(Path(tmp) / "real.mp4"))}
+        clips = {
+            "demo clip": build_clip(Path(tmp) / "demo.mp4")["path"],
+            "real clips joined": str(join_real_clips(Path(tmp) / "real.mp4")),
+        }
         ways = set(args.ways.split(","))
-        runs = [(name, way, functools.partial(fn, app, path, args.seconds)) for name, path in clips.items()
-                for way, fn in (("live", run_live), ("replay", run_replay)) if way in ways]
+        runs = [
+            (name, way, functools.partial(fn, app, path, args.seconds))
+            for name, path in clips.items()
+            for way, fn in (("live", run_live), ("replay", run_replay))
+            if way in ways
+        ]
         server = None
         if "browser" in ways:
             from app import browser as B
@@ -252,7 +288,14 @@ def main(argv=None) -> dict:
                     # the browser's two runs are two sessions on their own clocks: no pairing
                     summary = summarise(rows, base if way != "browser" else None)
                     base = rows if load == "idle" else base
-                    entry = {"recording": name, "way": way, "load": load, "wall_s": round(time.monotonic() - t0, 1), **extra, **summary}
+                    entry = {
+                        "recording": name,
+                        "way": way,
+                        "load": load,
+                        "wall_s": round(time.monotonic() - t0, 1),
+                        **extra,
+                        **summary,
+                    }
                     res["runs"].append(entry)
                     print(json.dumps(entry))
         finally:
@@ -272,9 +315,9 @@ def write(res: dict, out: Path) -> None:
     lines = [
         "# Health under load",
         "",
-        f"Written by `python -m app.load_check` on {res['machine']}, {res['date']}; \"busy\": "
+        f'Written by `python -m app.load_check` on {res["machine"]}, {res["date"]}; "busy": '
         f"{res['busy_processes']} processes spinning, one per core. Target: healthy vision and audio stay OK "
-        "in at least 95 % of windows (\"kept\": of the windows OK on the idle machine, the share still OK under load).",
+        'in at least 95 % of windows ("kept": of the windows OK on the idle machine, the share still OK under load).',
         "",
         "| recording | way | load | windows | vision OK | kept | audio OK | kept | text states | transport lag p50 / max (s) | server lag p50 / max (s) | recogniser lag p50 / max (s) | frames skipped |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -293,8 +336,10 @@ def write(res: dict, out: Path) -> None:
     lines += ["", "States that were not OK, per run (reason: windows):", ""]
     for e in res["runs"]:
         bad = {m: {k: v for k, v in e[f"{m}_states"].items() if not k.startswith("OK")} for m in ("vision", "audio")}
-        lines.append(f"- {e['recording']}, {e['way']}, {e['load']}: vision {bad['vision'] or 'none'}; audio {bad['audio'] or 'none'}; "
-                     f"text {e.get('text_not_ok') or 'none'}")
+        lines.append(
+            f"- {e['recording']}, {e['way']}, {e['load']}: vision {bad['vision'] or 'none'}; audio {bad['audio'] or 'none'}; "
+            f"text {e.get('text_not_ok') or 'none'}"
+        )
     md = out.with_suffix(".md")
     before = md.read_text().partition("\n## Before")[2] if md.is_file() else ""
     md.write_text("\n".join(lines) + "\n" + (f"\n## Before{before}" if before else ""))

@@ -50,8 +50,18 @@ def shrink_png(data: bytes, max_bytes: int = MAX_BYTES) -> bytes:
     return buf.getvalue()
 
 
-def capture(url: str, video: Path, audio: Path, out: Path, fault: str, wait_s: float, lead_s: float = 8.0,
-            timeout_s: float = 180.0, width: int = 1400, height: int = 1000) -> None:
+def capture(
+    url: str,
+    video: Path,
+    audio: Path,
+    out: Path,
+    fault: str,
+    wait_s: float,
+    lead_s: float = 8.0,
+    timeout_s: float = 180.0,
+    width: int = 1400,
+    height: int = 1000,
+) -> None:
     """Drives the Live tab at ``url`` with the fake devices ``video`` / ``audio`` and writes
     the screenshot to ``out`` (see the module's docstring)."""
     from playwright.sync_api import sync_playwright
@@ -68,8 +78,12 @@ def capture(url: str, video: Path, audio: Path, out: Path, fault: str, wait_s: f
             t0 = time.monotonic()
             history: list[dict] = []
             try:
-                live.wait_for(lambda s: all(st == "OK" for st, _ in s["badges"].values()), timeout_s,
-                              "render with every modality OK", history)
+                live.wait_for(
+                    lambda s: all(st == "OK" for st, _ in s["badges"].values()),
+                    timeout_s,
+                    "render with every modality OK",
+                    history,
+                )
                 print(f"every modality OK after {time.monotonic() - t0:.1f} s")
             except TimeoutError as e:
                 print(f"warning: {e}", file=sys.stderr)
@@ -78,8 +92,12 @@ def capture(url: str, video: Path, audio: Path, out: Path, fault: str, wait_s: f
             t1 = time.monotonic()
             page.wait_for_timeout(wait_s * 1000)
             try:
-                live.wait_for(lambda s: s["badges"].get(modality, ("", ""))[0] in ("DROPPED", "DEGRADED"), 60,
-                              f"{modality} DROPPED or DEGRADED under {fault}", history)
+                live.wait_for(
+                    lambda s: s["badges"].get(modality, ("", ""))[0] in ("DROPPED", "DEGRADED"),
+                    60,
+                    f"{modality} DROPPED or DEGRADED under {fault}",
+                    history,
+                )
             except TimeoutError as e:
                 print(f"warning: {e}", file=sys.stderr)
             print(f"{fault} on for {time.monotonic() - t1:.1f} s; badges over time:\n{B.describe(history, t0)}")

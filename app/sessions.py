@@ -20,8 +20,9 @@ class App:
     seconds on the pipeline clock, e.g. to follow a test's media time); None: each session
     counts wall-clock seconds from its creation (``LiveSession``'s default)."""
 
-    def __init__(self, model=None, asr_model=None, window_s: float = 3.0, hop_s: float = 1.0, asr: bool = True,
-                 clock_factory=None):
+    def __init__(
+        self, model=None, asr_model=None, window_s: float = 3.0, hop_s: float = 1.0, asr: bool = True, clock_factory=None
+    ):
         from models.runtime import SentimentModel
 
         self.model = model or SentimentModel.load()
@@ -32,7 +33,7 @@ class App:
         self._asr_model = asr_model
         self.asr = asr
         self.clock_factory = clock_factory
-        self._live: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+        self._live: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._live_lock = threading.Lock()
 
     def new_asr(self):
@@ -44,13 +45,15 @@ class App:
             self._asr_model = StreamingASR().model  # loaded once, shared by all sessions
         return StreamingASR(whisper=self._asr_model)
 
-    def new_session(self, window_s: float | None = None, hop_s: float | None = None, asr_mode: str = "thread",
-                    worker: bool = True):
+    def new_session(
+        self, window_s: float | None = None, hop_s: float | None = None, asr_mode: str = "thread", worker: bool = True
+    ):
         from streaming.session import LiveSession
 
         clock = self.clock_factory() if self.clock_factory is not None else None
-        s = LiveSession(self.model, self.new_asr(), window_s or self.window_s, hop_s or self.hop_s, asr_mode,
-                        clock=clock, worker=worker)
+        s = LiveSession(
+            self.model, self.new_asr(), window_s or self.window_s, hop_s or self.hop_s, asr_mode, clock=clock, worker=worker
+        )
         _OPEN_SESSIONS.add(s)
         return s
 
@@ -69,7 +72,7 @@ class App:
 
 #: Sessions not yet garbage-collected; closed at interpreter exit (stops capture workers and
 #: recogniser threads before the interpreter tears down the libraries they run in).
-_OPEN_SESSIONS: "weakref.WeakSet" = weakref.WeakSet()
+_OPEN_SESSIONS: weakref.WeakSet = weakref.WeakSet()
 
 
 @atexit.register
@@ -142,4 +145,3 @@ def start_local_session(app: App):
             print(f"{name}: {w.error}")
             s.source_error(name, w.error)
     return s
-

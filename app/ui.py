@@ -52,8 +52,16 @@ NOTICE = (
 )
 
 FAULT_CHOICES = [
-    "vision:drop", "vision:freeze", "vision:blackout", "vision:noise", "vision:delay",
-    "audio:drop", "audio:freeze", "audio:blackout", "audio:noise", "audio:delay",
+    "vision:drop",
+    "vision:freeze",
+    "vision:blackout",
+    "vision:noise",
+    "vision:delay",
+    "audio:drop",
+    "audio:freeze",
+    "audio:blackout",
+    "audio:noise",
+    "audio:delay",
     "text:outage",
 ]
 
@@ -89,7 +97,9 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                 with gr.Column(scale=2):
                     if local is None:
                         cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam", elem_id="live-webcam")
-                        mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone", elem_id="live-mic")
+                        mic = gr.Audio(
+                            sources=["microphone"], streaming=True, type="numpy", label="Microphone", elem_id="live-mic"
+                        )
                     else:
                         gr.Markdown("Capturing from this machine's devices (`--local-devices`).")
                     faults = gr.CheckboxGroup(FAULT_CHOICES, label="Inject faults (live)", elem_id="live-faults")
@@ -103,7 +113,8 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                     settings_note = gr.Markdown(
                         f"Windows: {app.window_s:g} s every {app.hop_s:g} s. Faults and their sliders apply at once; "
                         "new window and hop lengths apply when you press the button (the windows so far are cleared).",
-                        elem_id="live-settings")
+                        elem_id="live-settings",
+                    )
                     with gr.Row():
                         export_btn = gr.Button("Export session (CSV + JSON Lines)", elem_id="live-export")
                     export_files = gr.File(label="Session export", file_count="multiple", elem_id="live-export-files")
@@ -137,14 +148,16 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                 return s if local is None else gr.skip()
 
             def on_apply(w, h, s, request: gr.Request):
-                s = (ensure(s, request) if local is None else local)
+                s = ensure(s, request) if local is None else local
                 try:
                     s.configure(w, h)
                 except (TypeError, ValueError) as e:
                     gr.Warning(f"Window and hop not changed: {e}")
                     return [s if local is None else gr.skip(), gr.skip()] + [gr.skip()] * 6
-                note = (f"Windows: {s.cfg.window_s:g} s every {s.cfg.hop_s:g} s, since {time.strftime('%H:%M:%S')} "
-                        "(the earlier windows were cleared).")
+                note = (
+                    f"Windows: {s.cfg.window_s:g} s every {s.cfg.hop_s:g} s, since {time.strftime('%H:%M:%S')} "
+                    "(the earlier windows were cleared)."
+                )
                 return [s if local is None else gr.skip(), note] + Views.values(s, gr, force=True)
 
             def on_export(s):
@@ -152,10 +165,26 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
 
             outs = [session] + live.components
             if local is None:
-                cam.stream(on_frame, [cam, session], outs, stream_every=0.2, time_limit=3600, concurrency_limit=None,
-                           api_name="stream_frame", show_progress="hidden")
-                mic.stream(on_audio, [mic, session], outs, stream_every=0.5, time_limit=3600, concurrency_limit=None,
-                           api_name="stream_audio", show_progress="hidden")
+                cam.stream(
+                    on_frame,
+                    [cam, session],
+                    outs,
+                    stream_every=0.2,
+                    time_limit=3600,
+                    concurrency_limit=None,
+                    api_name="stream_frame",
+                    show_progress="hidden",
+                )
+                mic.stream(
+                    on_audio,
+                    [mic, session],
+                    outs,
+                    stream_every=0.5,
+                    time_limit=3600,
+                    concurrency_limit=None,
+                    api_name="stream_audio",
+                    show_progress="hidden",
+                )
                 gr.Timer(1.0).tick(on_tick, [session], outs, show_progress="hidden", api_visibility="private")
             else:
                 gr.Timer(1.0).tick(lambda: Views.values(local, gr), None, live.components, show_progress="hidden")
@@ -171,7 +200,9 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                 with gr.Column(scale=2):
                     video = gr.Video(sources=["upload"], label="Recording (video with sound, or audio)", elem_id="replay-video")
                     demo_btn = gr.Button("Build a demo clip from the data set", visible=demo_clip_available())
-                    spec = gr.Textbox(label="Scheduled faults", placeholder="vision:drop@2-5,audio:noise:snr=0@4-8,text:outage@6-9")
+                    spec = gr.Textbox(
+                        label="Scheduled faults", placeholder="vision:drop@2-5,audio:noise:snr=0@4-8,text:outage@6-9"
+                    )
                     realtime = gr.Checkbox(True, label="real-time pace (the recording plays along)")
                     go = gr.Button("Replay", variant="primary", elem_id="replay-go")
                     replay_files = gr.File(label="Replay export", file_count="multiple", elem_id="replay-export-files")
@@ -211,11 +242,24 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
 
             demo_btn.click(on_demo_clip, None, [video])
             # the recording plays along in the page when the replay runs at real-time pace
-            play = ("(path, spec, rt, s) => { const v = document.querySelector('#replay-video video');"
-                    " if (v && rt) { v.currentTime = 0; v.play().catch(() => {}); } return [path, spec, rt, s]; }")
-            go.click(on_replay, [video, spec, realtime, replay_state], [replay_state, replay_files] + rviews.components,
-                     js=play, show_progress="hidden")
-            gr.Timer(1.0).tick(on_replay_tick, [replay_state], [replay_state] + rviews.components, show_progress="hidden", api_visibility="private")
+            play = (
+                "(path, spec, rt, s) => { const v = document.querySelector('#replay-video video');"
+                " if (v && rt) { v.currentTime = 0; v.play().catch(() => {}); } return [path, spec, rt, s]; }"
+            )
+            go.click(
+                on_replay,
+                [video, spec, realtime, replay_state],
+                [replay_state, replay_files] + rviews.components,
+                js=play,
+                show_progress="hidden",
+            )
+            gr.Timer(1.0).tick(
+                on_replay_tick,
+                [replay_state],
+                [replay_state] + rviews.components,
+                show_progress="hidden",
+                api_visibility="private",
+            )
             replay_export.click(on_export_replay, [replay_state], [replay_files], show_progress="hidden")
 
         # ------------------------------------------------------------ one window
@@ -240,7 +284,6 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
             # file that is not audio or not a picture gets a note on the page, not a bare error
             analyse.click(analyser, [text, audio, image], [label, summary, table], api_name="analyse", preprocess=False)
     return demo
-
 
 
 def main(argv=None) -> None:

@@ -8,7 +8,7 @@ import weakref
 STATE_STYLE = {"OK": "#1b7f3b", "DEGRADED": "#b86e00", "DROPPED": "#b3261e"}
 TRANSCRIPT_SPAN_S = 60.0  # the transcript panel shows the words of the last minute
 #: what each session was last drawn from (``Views.values``), so an unchanged one is skipped
-_DRAWN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_DRAWN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _esc(text: str) -> str:
@@ -39,7 +39,9 @@ def health_html(row: dict | None, errors: dict[str, str] | None = None) -> str:
 
 def score_html(row: dict | None) -> str:
     if row is None:
-        return "<div class='headline' data-state='waiting' style='font-size:1.1em;color:#666'>waiting for the first window...</div>"
+        return (
+            "<div class='headline' data-state='waiting' style='font-size:1.1em;color:#666'>waiting for the first window...</div>"
+        )
     if row.get("no_data"):
         why = "; ".join(f"{m} {d['reason'] or d['state']}" for m, d in row["modalities"].items())
         return (
@@ -89,8 +91,11 @@ def transcript_md(committed: list, partial: list, span_s: float = TRANSCRIPT_SPA
         body += f" _{' '.join(_md(w.text) for w in tail)}_ *(partial, may still change)*"
     head = f"**Transcript, last {span_s:.0f} s**  \n"
     if reasons:
-        body += "  \n<small>struck out, not trusted as said and not read by the model: " + "; ".join(
-            f"{_md(r)} ({n} word{'s' * (n > 1)})" for r, n in reasons.items()) + "</small>"
+        body += (
+            "  \n<small>struck out, not trusted as said and not read by the model: "
+            + "; ".join(f"{_md(r)} ({n} word{'s' * (n > 1)})" for r, n in reasons.items())
+            + "</small>"
+        )
     return head + body
 
 
@@ -127,8 +132,14 @@ class Views:
         rows = session.rows[-120:]
         fig = timeline_figure(rows, session.faults.timeline(), horizon=90) if rows else None
         label = None if row is None or row.get("no_data") else row["confidences"]
-        return [score_html(row), label, health_html(row, session.errors), transcript_md(*session.transcript_view()),
-                fig, status_md(session)]
+        return [
+            score_html(row),
+            label,
+            health_html(row, session.errors),
+            transcript_md(*session.transcript_view()),
+            fig,
+            status_md(session),
+        ]
 
 
 def status_md(session) -> str:
@@ -139,8 +150,10 @@ def status_md(session) -> str:
     row = session.latest()
     parts = []
     if lat:
-        parts.append(f"window latency: last {lat['last']:.0f} ms, p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms "
-                     f"over {min(len(session.rows), 300)} windows")
+        parts.append(
+            f"window latency: last {lat['last']:.0f} ms, p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms "
+            f"over {min(len(session.rows), 300)} windows"
+        )
     if row is not None:
         lag = row.get("lag", {})
         server = lag.get("server")

@@ -103,7 +103,7 @@ class WindowAnalyser:
             return None
         return (
             f"text: only the first {read:,} of {len(text):,} characters were read (the text model reads "
-            f"{self.model.text_limit} word pieces, about one window's words), up to \"…{text[max(0, read - 30):read]}\""
+            f'{self.model.text_limit} word pieces, about one window\'s words), up to "…{text[max(0, read - 30) : read]}"'
         )
 
     def features(self, text: str | None, audio, image) -> tuple[WindowFeatures, list[str]]:

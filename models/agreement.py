@@ -63,7 +63,10 @@ def combine(score, spread, est, observed, weight, temperature: float, gain: floa
     return s, ordinal_probs_np(s, tau)
 
 
-def fit(score, spread, est, observed, weight, cls, gains=np.linspace(0.0, 3.0, 31), temps=None) -> tuple[float, float]:
+GAINS = np.linspace(0.0, 3.0, 31)  # the conflict gains fit tries
+
+
+def fit(score, spread, est, observed, weight, cls, gains=GAINS, temps=None) -> tuple[float, float]:
     """(temperature, gain) minimising the negative log-likelihood of classes ``cls`` [N]
     on validation windows (grid search)."""
     temps = np.exp(np.linspace(np.log(0.2), np.log(5.0), 61)) if temps is None else temps

@@ -35,9 +35,7 @@ MIN_SPREAD = 0.05
 def interval_distance(score: torch.Tensor) -> torch.Tensor:
     """[..., 3] distance of each score to the negative, neutral and positive intervals."""
     b = NEUTRAL_BAND
-    return torch.stack(
-        [torch.relu(score + b), torch.relu(score.abs() - b), torch.relu(b - score)], dim=-1
-    )
+    return torch.stack([torch.relu(score + b), torch.relu(score.abs() - b), torch.relu(b - score)], dim=-1)
 
 
 def ordinal_logits(score: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:

@@ -84,7 +84,7 @@ class SentimentModel:
 
     # ------------------------------------------------------------ loading
     @classmethod
-    def load(cls, assets: str | Path | None = None, use_onnx: bool = True, threads: int = 1) -> "SentimentModel":
+    def load(cls, assets: str | Path | None = None, use_onnx: bool = True, threads: int = 1) -> SentimentModel:
         a = assets_dir(assets)
         runtime = json.loads((a / "runtime.json").read_text())
         if "unimodal_spread" not in runtime or not (a / "weights" / "domain.safetensors").is_file():

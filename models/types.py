@@ -73,7 +73,7 @@ class SequenceFeatures:
         return bool(self.valid.any())
 
     @classmethod
-    def empty(cls, dim: int) -> "SequenceFeatures":
+    def empty(cls, dim: int) -> SequenceFeatures:
         return cls(np.zeros((0, dim), np.float32), np.zeros((0,), bool))
 
 
@@ -155,6 +155,4 @@ def is_coherent(score: float, probs: np.ndarray, tol: float = 1e-9) -> bool:
     """Whether the probabilities rank the class of the score first (ties allowed) and sum to 1."""
     p = np.asarray(probs, np.float64)
     k = score_to_class(score)
-    return bool(
-        np.isfinite(score) and SCORE_MIN <= score <= SCORE_MAX and abs(p.sum() - 1) < 1e-6 and p[k] >= p.max() - tol
-    )
+    return bool(np.isfinite(score) and SCORE_MIN <= score <= SCORE_MAX and abs(p.sum() - 1) < 1e-6 and p[k] >= p.max() - tol)

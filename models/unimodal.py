@@ -33,10 +33,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from models import domain
 from models.encoders.audio import AudioEncoder, AudioEncoderConfig
 from models.encoders.face import FaceEncoder, FaceEncoderConfig
 from models.encoders.text import TextEncoder, TextEncoderConfig
-from models import domain
 from models.labels import EMOTIONS, FER_EMOTIONS, sentiment_matrix
 from models.layers import masked_mean
 from models.ordinal import ordinal_logits
@@ -85,7 +85,9 @@ class UnimodalStack(nn.Module):
         """[B] in-domain score of summary vectors [B, D] of modality key ('t', 'a', 'v')."""
         if not bool(self.dom_fitted):
             return torch.ones(x.shape[0], dtype=x.dtype)
-        return domain.score_torch(x, getattr(self, f"dom_{key}_mean"), getattr(self, f"dom_{key}_prec"), getattr(self, f"dom_{key}_ref"))
+        return domain.score_torch(
+            x, getattr(self, f"dom_{key}_mean"), getattr(self, f"dom_{key}_prec"), getattr(self, f"dom_{key}_ref")
+        )
 
     @staticmethod
     def summaries(t_states, tv, ax, av, vx, vv) -> dict[str, torch.Tensor]:

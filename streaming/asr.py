@@ -10,7 +10,7 @@ Policy (after "whisper_streaming", Machacek et al. 2023):
   earlier windows; the committed text before the buffer is the initial prompt).
 - The decode's words that come after the committed ones (by time, then by removing a
   repeated n-gram at the seam) are the *hypothesis*. LocalAgreement-2
-  (``streaming.agreement.LocalAgreement``, words only): the longest common prefix of this
+  (``streaming.local_agreement.LocalAgreement``, words only): the longest common prefix of this
   hypothesis and the previous decode's hypothesis is committed; the rest is *partial* and
   may still change. Committed words never change and each is emitted once; word times are
   made non-decreasing.
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from models.features.audio import SAMPLE_RATE, whisper_model_path
-from streaming.agreement import LocalAgreement
+from streaming.local_agreement import LocalAgreement
 from streaming.transcript_trust import judge_segment, norm
 from streaming.types import Transcript, Word
 
@@ -240,9 +240,7 @@ class StreamingASR:
             self._last = self._make(now, avg_logprob, no_speech, None)
             return self._last
 
-    def _decode(
-        self, audio: np.ndarray, buf_t: float, prompt: str | None
-    ) -> tuple[list[Word], float | None, float | None]:
+    def _decode(self, audio: np.ndarray, buf_t: float, prompt: str | None) -> tuple[list[Word], float | None, float | None]:
         """Whisper over one buffer (no lock held): words in pipeline time, mean confidences."""
         segments, _ = self.model.transcribe(
             audio,
@@ -265,9 +263,7 @@ class StreamingASR:
         words = []
         for s in segments:
             ws = [w for w in (s.words or []) if norm(w.word)]
-            reasons = judge_segment(
-                [(w.word, w.start, w.end) for w in ws], s.avg_logprob, s.no_speech_prob, speech
-            )
+            reasons = judge_segment([(w.word, w.start, w.end) for w in ws], s.avg_logprob, s.no_speech_prob, speech)
             words += [Word(w.word.strip(), at(w.start), at(w.end), float(w.probability), why) for w, why in zip(ws, reasons)]
         if not segments:
             return words, None, None
@@ -304,9 +300,7 @@ class StreamingASR:
         self._audio = self._audio[n:]
         self._buf_t += n / SAMPLE_RATE
 
-    def _make(
-        self, now: float | None, avg_logprob: float | None, no_speech_prob: float | None, error: str | None
-    ) -> Transcript:
+    def _make(self, now: float | None, avg_logprob: float | None, no_speech_prob: float | None, error: str | None) -> Transcript:
         return Transcript(
             t=self._end if now is None else float(now),
             committed=list(self._words.committed),

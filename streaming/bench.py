@@ -80,9 +80,17 @@ def main(argv=None) -> dict:
         "seconds": round(time.monotonic() - t0, 1),
         "windows": len(res),
         "asr_mode": args.asr,
-        "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 1), "p95": round(float(np.percentile(lat, 95)), 1), "max": round(float(lat.max()), 1)},
-        "push_to_result_ms": {"p50": round(float(np.percentile(waits, 50)), 1), "p95": round(float(np.percentile(waits, 95)), 1)} if waits else {},
-        "asr_decode_ms": {"p50": round(float(np.percentile(asr_ms, 50)), 1), "p95": round(float(np.percentile(asr_ms, 95)), 1)} if asr_ms else {},
+        "latency_ms": {
+            "p50": round(float(np.percentile(lat, 50)), 1),
+            "p95": round(float(np.percentile(lat, 95)), 1),
+            "max": round(float(lat.max()), 1),
+        },
+        "push_to_result_ms": {"p50": round(float(np.percentile(waits, 50)), 1), "p95": round(float(np.percentile(waits, 95)), 1)}
+        if waits
+        else {},
+        "asr_decode_ms": {"p50": round(float(np.percentile(asr_ms, 50)), 1), "p95": round(float(np.percentile(asr_ms, 95)), 1)}
+        if asr_ms
+        else {},
     }
     print(json.dumps(out, indent=2))
     if args.json:

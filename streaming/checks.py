@@ -223,4 +223,3 @@ def audio_window_issue(audio: np.ndarray, valid: np.ndarray, cfg: HealthConfig) 
     if snr < cfg.min_snr_db:
         return Check(True, f"noisy (about {snr:.0f} dB SNR)")
     return OK_CHECK
-

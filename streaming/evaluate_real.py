@@ -140,19 +140,21 @@ def evaluate_real_clips(model, asr, root: Path) -> list[dict]:
         finally:
             pipe.close()
         recs = [window_record(w, model.prior_score, model.prior_probs) for w in windows]
-        out.append({
-            "file": row["file"],
-            "corpus": row["corpus"],
-            "duration_s": round(media_duration(path), 2),
-            "truth": row["sentiment"],
-            "emotion": row["emotion"],
-            "transcript_official": row["transcript"],
-            "transcript_recognised": asr.transcript.text(partial=True),
-            "leakage": LEAKAGE.get(row["file"], ""),
-            "faces": face_rates(path),
-            "windows": recs,
-            "clip": clip_predictions(recs),
-        })
+        out.append(
+            {
+                "file": row["file"],
+                "corpus": row["corpus"],
+                "duration_s": round(media_duration(path), 2),
+                "truth": row["sentiment"],
+                "emotion": row["emotion"],
+                "transcript_official": row["transcript"],
+                "transcript_recognised": asr.transcript.text(partial=True),
+                "leakage": LEAKAGE.get(row["file"], ""),
+                "faces": face_rates(path),
+                "windows": recs,
+                "clip": clip_predictions(recs),
+            }
+        )
     return out
 
 
@@ -182,15 +184,17 @@ def evaluate_ravdess(model, root, actors: tuple[int, ...] | None = None, limit: 
                 windows += pipe.push(item)
             windows += pipe.flush(src.duration)
             recs = [window_record(w, model.prior_score, model.prior_probs) for w in windows]
-            out.append({
-                "file": Path(r.path).name,
-                "speaker": int(r.speaker),
-                "emotion": r.emotion,
-                "truth": SENTIMENT_CLASSES[sentiment_index(r.emotion)],
-                "statement": statement,
-                "windows": recs,
-                "clip": clip_predictions(recs),
-            })
+            out.append(
+                {
+                    "file": Path(r.path).name,
+                    "speaker": int(r.speaker),
+                    "emotion": r.emotion,
+                    "truth": SENTIMENT_CLASSES[sentiment_index(r.emotion)],
+                    "statement": statement,
+                    "windows": recs,
+                    "clip": clip_predictions(recs),
+                }
+            )
     finally:
         faces.close()
     return out
@@ -198,6 +202,7 @@ def evaluate_ravdess(model, root, actors: tuple[int, ...] | None = None, limit: 
 
 def flips(windows: list[dict], smoothed: bool = False, min_conf: float = 0.8) -> int:
     """Negative <-> positive changes between adjacent windows, both at confidence >= min_conf."""
+
     def lc(w):
         x = w["smoothed"] if smoothed else w
         return x["label"], x["confidence"]
@@ -262,7 +267,9 @@ def evaluate_demo(model, asr) -> dict:
         "windows": len(runs["faults"]),
         "incoherent": sum(not w["coherent"] for w in runs["faults"]),
         "beyond": sum(w["beyond"] for r in runs.values() for w in r),
-        "flips": {name: {"window": flips(r), "smoothed": flips(r, True), "pairs": max(len(r) - 1, 0)} for name, r in runs.items()},
+        "flips": {
+            name: {"window": flips(r), "smoothed": flips(r, True), "pairs": max(len(r) - 1, 0)} for name, r in runs.items()
+        },
         "follow": {"window": follow_hops(clean, clip["lines"], False), "smoothed": follow_hops(clean, clip["lines"], True)},
         "labels": [w["label"] for w in runs["faults"]],
         "runs": runs,
@@ -272,6 +279,7 @@ def evaluate_demo(model, asr) -> dict:
 def voice_in_domain(real: list[dict], rav: list[dict]) -> dict[str, float]:
     """Mean in-domain score of the voice over each real clip's windows (by file) and over
     the RAVDESS test actors' windows."""
+
     def mean(wins):
         v = [w["modalities"]["audio"]["in_domain"] for w in wins if w["modalities"]["audio"]["in_domain"] is not None]
         return round(float(np.mean(v)), 3) if v else None
@@ -315,89 +323,135 @@ def _fmt_est(m: dict) -> str:
 
 
 def write_document(report: dict, docs: Path) -> Path:
-    L = ["# Real recordings", "",
-         f"Written by `python -m streaming.evaluate_real` on {report['meta']['evaluated']} "
-         f"({report['meta']['machine']}, {report['meta']['seconds']} s). The live code path: each clip replayed as "
-         "`streaming.simulate` replays it, the shipped model and recogniser, no faults. These clips are a check, never "
-         "training, selection or calibration data. Clip-level class: the argmax of the mean of the clip's window "
-         "probabilities. Late fusion: the confidence-weighted average of the modalities' own estimates.", ""]
+    L = [
+        "# Real recordings",
+        "",
+        f"Written by `python -m streaming.evaluate_real` on {report['meta']['evaluated']} "
+        f"({report['meta']['machine']}, {report['meta']['seconds']} s). The live code path: each clip replayed as "
+        "`streaming.simulate` replays it, the shipped model and recogniser, no faults. These clips are a check, never "
+        "training, selection or calibration data. Clip-level class: the argmax of the mean of the clip's window "
+        "probabilities. Late fusion: the confidence-weighted average of the modalities' own estimates.",
+        "",
+    ]
     real, rav = report["real_clips"], report["ravdess"]
     allc = real + rav
-    L += ["## Summary", "",
-          "| set | clips | fused | text | audio | vision | late fusion |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    L += [
+        "## Summary",
+        "",
+        "| set | clips | fused | text | audio | vision | late fusion |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, clips in (("real clips (../shared/data/real)", real), ("RAVDESS test actors, voice + words", rav), ("all", allc)):
         t = accuracy_table(clips)
 
-        def cell(k):
+        def cell(k, t=t):
             return "n/a" if t[k]["acc"] is None else f"{t[k]['acc']:.1f} % ({t[k]['correct']}/{t[k]['n']})"
 
-        L.append(f"| {name} | {len(clips)} | {cell('fused')} | {cell('text')} | {cell('audio')} | {cell('vision')} | {cell('late_fusion')} |")
+        L.append(
+            f"| {name} | {len(clips)} | {cell('fused')} | {cell('text')} | {cell('audio')} | {cell('vision')} | {cell('late_fusion')} |"
+        )
     co = report["coherence"]
     rr, dm = co["real_and_ravdess"], co["demo"]
-    L += ["", "## Trust and stability", "",
-          f"- Bounds: windows whose fused score lies more than 0.5 beyond every present modality's own estimate: "
-          f"{rr['beyond']} of {rr['windows']} (real clips and RAVDESS), {dm.get('beyond', 0)} on the demo clip "
-          "(clean and under faults).",
-          f"- Flips (negative <-> positive between adjacent windows, both at confidence >= 0.8): real clips "
-          f"{co['real']['flips_window']} per-window / {co['real']['flips_smoothed']} smoothed over {co['real']['pairs']} "
-          f"adjacent pairs; RAVDESS {co['ravdess']['flips_window']} / {co['ravdess']['flips_smoothed']} over "
-          f"{co['ravdess']['pairs']}."]
+    L += [
+        "",
+        "## Trust and stability",
+        "",
+        f"- Bounds: windows whose fused score lies more than 0.5 beyond every present modality's own estimate: "
+        f"{rr['beyond']} of {rr['windows']} (real clips and RAVDESS), {dm.get('beyond', 0)} on the demo clip "
+        "(clean and under faults).",
+        f"- Flips (negative <-> positive between adjacent windows, both at confidence >= 0.8): real clips "
+        f"{co['real']['flips_window']} per-window / {co['real']['flips_smoothed']} smoothed over {co['real']['pairs']} "
+        f"adjacent pairs; RAVDESS {co['ravdess']['flips_window']} / {co['ravdess']['flips_smoothed']} over "
+        f"{co['ravdess']['pairs']}.",
+    ]
     if dm.get("flips"):
         for name, f in dm["flips"].items():
             L.append(f"- Demo clip ({name}): {f['window']} per-window / {f['smoothed']} smoothed flips over {f['pairs']} pairs.")
         for kind in ("window", "smoothed"):
-            hops = ", ".join(f"line {x['line']} {x['from']}->{x['to']}: {x['hops'] if x['hops'] is not None else 'never'}"
-                             for x in dm["follow"][kind])
-            L.append(f"- Demo clip, hops until the {kind} label shows each scripted change (0 = the first window wholly "
-                     f"in the new line): {hops}.")
+            hops = ", ".join(
+                f"line {x['line']} {x['from']}->{x['to']}: {x['hops'] if x['hops'] is not None else 'never'}"
+                for x in dm["follow"][kind]
+            )
+            L.append(
+                f"- Demo clip, hops until the {kind} label shows each scripted change (0 = the first window wholly "
+                f"in the new line): {hops}."
+            )
     if report.get("voice_in_domain"):
         vi = report["voice_in_domain"]
-        L.append("- Voice in-domain score (models.domain), mean over windows: " + ", ".join(f"{k} {v:.2f}" for k, v in vi.items()) + ".")
-    L += ["", f"Coherence: {co['real_and_ravdess']['incoherent']} of {co['real_and_ravdess']['windows']} windows "
-          f"(real clips and RAVDESS) and {co['real_and_ravdess']['estimates_incoherent']} of {co['real_and_ravdess']['estimates']} "
-          f"per-modality estimates have a label outside their score's interval; the demo clip under `{co['demo']['faults']}`: "
-          f"{co['demo']['incoherent']} of {co['demo']['windows']} windows. Every real clip yields at least one window: "
-          f"{'yes' if all(c['windows'] for c in real) else '**no**'} (fewest: {min(len(c['windows']) for c in real)}).", ""]
+        L.append(
+            "- Voice in-domain score (models.domain), mean over windows: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in vi.items())
+            + "."
+        )
+    L += [
+        "",
+        f"Coherence: {co['real_and_ravdess']['incoherent']} of {co['real_and_ravdess']['windows']} windows "
+        f"(real clips and RAVDESS) and {co['real_and_ravdess']['estimates_incoherent']} of {co['real_and_ravdess']['estimates']} "
+        f"per-modality estimates have a label outside their score's interval; the demo clip under `{co['demo']['faults']}`: "
+        f"{co['demo']['incoherent']} of {co['demo']['windows']} windows. Every real clip yields at least one window: "
+        f"{'yes' if all(c['windows'] for c in real) else '**no**'} (fewest: {min(len(c['windows']) for c in real)}).",
+        "",
+    ]
     if rav:
         agree = [c for c in rav if c["clip"]["fused"] is not None and c["clip"]["audio"] is not None]
         same = sum(c["clip"]["fused"] == c["clip"]["audio"] for c in agree)
-        L += [f"RAVDESS: the words carry nothing, so the fused class should follow the voice: it equals the voice's own "
-              f"class in {same} of {len(agree)} clips.", ""]
-    L += ["## The real clips", "",
-          "| clip | corpus | s | truth | windows | fused (clip) | text | audio | vision | late fusion | faces: mesh / with detector | leakage |",
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        L += [
+            f"RAVDESS: the words carry nothing, so the fused class should follow the voice: it equals the voice's own "
+            f"class in {same} of {len(agree)} clips.",
+            "",
+        ]
+    L += [
+        "## The real clips",
+        "",
+        "| clip | corpus | s | truth | windows | fused (clip) | text | audio | vision | late fusion | faces: mesh / with detector | leakage |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for c in real:
         p = c["clip"]
 
-        def mark(k):
+        def mark(k, p=p, c=c):
             if p[k] is None:
                 return "—"
             return f"{p[k]}" + (" ✓" if p[k] == c["truth"] else " ✗")
 
-        L.append(f"| {c['file']} | {c['corpus']} | {c['duration_s']:.1f} | {c['truth']} ({c['emotion']}) | {len(c['windows'])} | "
-                 f"{mark('fused')} | {mark('text')} | {mark('audio')} | {mark('vision')} | {mark('late_fusion')} | "
-                 f"{c['faces']['mesh_only']:.0f} % / {c['faces']['with_fallback']:.0f} % | {c['leakage'] or '—'} |")
+        L.append(
+            f"| {c['file']} | {c['corpus']} | {c['duration_s']:.1f} | {c['truth']} ({c['emotion']}) | {len(c['windows'])} | "
+            f"{mark('fused')} | {mark('text')} | {mark('audio')} | {mark('vision')} | {mark('late_fusion')} | "
+            f"{c['faces']['mesh_only']:.0f} % / {c['faces']['with_fallback']:.0f} % | {c['leakage'] or '—'} |"
+        )
     L += ["", "### Windows", ""]
     for c in real:
-        L += [f"**{c['file']}** (truth {c['truth']}). Official transcript: \"{c['transcript_official']}\"; recognised: "
-              f"\"{c['transcript_recognised']}\".", "",
-              "| window (s) | fused: label, score (confidence) | text | audio | vision | late fusion |",
-              "| --- | --- | --- | --- | --- | --- |"]
+        L += [
+            f'**{c["file"]}** (truth {c["truth"]}). Official transcript: "{c["transcript_official"]}"; recognised: '
+            f'"{c["transcript_recognised"]}".',
+            "",
+            "| window (s) | fused: label, score (confidence) | text | audio | vision | late fusion |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for w in c["windows"]:
             m = w["modalities"]
             lf = w["late_fusion"]
-            L.append(f"| {w['t_start']:.1f}–{w['t_end']:.1f} | {w['label']} {w['score']:+.2f} ({w['confidence']:.2f}) | "
-                     f"{_fmt_est(m['text'])} | {_fmt_est(m['audio'])} | {_fmt_est(m['vision'])} | "
-                     f"{SENTIMENT_CLASSES[int(np.argmax(lf['probs']))]} {lf['score']:+.2f} |")
+            L.append(
+                f"| {w['t_start']:.1f}–{w['t_end']:.1f} | {w['label']} {w['score']:+.2f} ({w['confidence']:.2f}) | "
+                f"{_fmt_est(m['text'])} | {_fmt_est(m['audio'])} | {_fmt_est(m['vision'])} | "
+                f"{SENTIMENT_CLASSES[int(np.argmax(lf['probs']))]} {lf['score']:+.2f} |"
+            )
         L.append("")
     if rav:
-        L += ["## RAVDESS test actors: voice with its statement", "",
-              "Clip-level accuracy by emotion (fused / audio alone / text alone):", "",
-              "| emotion | truth | clips | fused | audio | text |", "| --- | --- | --- | --- | --- | --- |"]
+        L += [
+            "## RAVDESS test actors: voice with its statement",
+            "",
+            "Clip-level accuracy by emotion (fused / audio alone / text alone):",
+            "",
+            "| emotion | truth | clips | fused | audio | text |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for emo in sorted({c["emotion"] for c in rav}):
             cs = [c for c in rav if c["emotion"] == emo]
             t = accuracy_table(cs)
-            L.append(f"| {emo} | {cs[0]['truth']} | {len(cs)} | {t['fused']['acc']:.0f} % | {t['audio']['acc']:.0f} % | {t['text']['acc']:.0f} % |")
+            L.append(
+                f"| {emo} | {cs[0]['truth']} | {len(cs)} | {t['fused']['acc']:.0f} % | {t['audio']['acc']:.0f} % | {t['text']['acc']:.0f} % |"
+            )
         L.append("")
     path = docs / "real-recordings.md"
     path.write_text("\n".join(L) + "\n")
@@ -429,7 +483,12 @@ def main(argv=None) -> int:
         "real_clips": real,
         "ravdess": rav,
         "tables": {"real": accuracy_table(real), "ravdess": accuracy_table(rav), "all": accuracy_table(real + rav)},
-        "coherence": {"real_and_ravdess": coherence(real + rav), "real": coherence(real), "ravdess": coherence(rav), "demo": demo},
+        "coherence": {
+            "real_and_ravdess": coherence(real + rav),
+            "real": coherence(real),
+            "ravdess": coherence(rav),
+            "demo": demo,
+        },
         "voice_in_domain": voice_in_domain(real, rav),
         "meta": {
             "evaluated": time.strftime("%Y-%m-%d %H:%M"),

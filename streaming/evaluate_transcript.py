@@ -86,7 +86,7 @@ def no_speech_recordings(seconds: float = 15.0, seed: int = 0) -> dict[str, np.n
         "mains hum with hiss (-35 dBFS)": level(hum, -35),
         "fan-like low rumble (-30 dBFS)": level(fan, -30),
         "real room tone (RAVDESS lead-ins)": room,
-        "real room tone at +30 dB gain": np.clip(room * 10 ** 1.5, -1, 1).astype(np.float32),
+        "real room tone at +30 dB gain": np.clip(room * 10**1.5, -1, 1).astype(np.float32),
     }
 
 
@@ -169,13 +169,19 @@ def evaluate(loops: int = 4, progress: bool = True) -> dict:
                 "wall_s": round(time.perf_counter() - t0, 1),
             }
             if kind == "loops":
-                entry["ok_with_run"] = sum(text_ok(r) and longest_run(r["transcript"] + " " + r["partial"]) >= RUN_LEN for r in rows)
+                entry["ok_with_run"] = sum(
+                    text_ok(r) and longest_run(r["transcript"] + " " + r["partial"]) >= RUN_LEN for r in rows
+                )
                 entry["before_ok_with_run"] = sum(b and longest_run(w) >= RUN_LEN for b, w in map(before, rows))
                 dense = 3.0 * MAX_WORDS_PER_S  # more words than a 3 s window can hold
                 entry["ok_dense"] = sum(text_ok(r) and len((r["transcript"] + " " + r["partial"]).split()) > dense for r in rows)
                 entry["before_ok_dense"] = sum(b and len(w.split()) > dense for b, w in map(before, rows))
-                entry["longest_run_ok"] = max([longest_run(r["transcript"] + " " + r["partial"]) for r in rows if text_ok(r)], default=0)
-                trusted = " ".join(r["transcript"] + " " + r["partial"] for r in rows if r["modalities"]["text"]["state"] != "DROPPED")
+                entry["longest_run_ok"] = max(
+                    [longest_run(r["transcript"] + " " + r["partial"]) for r in rows if text_ok(r)], default=0
+                )
+                trusted = " ".join(
+                    r["transcript"] + " " + r["partial"] for r in rows if r["modalities"]["text"]["state"] != "DROPPED"
+                )
                 entry["recall"] = round(recall(said, trusted), 3)
             out[kind].append(entry)
     ns, lp = out["no_speech"], out["loops"]
@@ -197,7 +203,8 @@ def evaluate(loops: int = 4, progress: bool = True) -> dict:
 def table(headers: list[str], rows: list[list]) -> list[str]:
     """Markdown table lines."""
     return ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)] + [
-        "| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+        "| " + " | ".join(str(c) for c in r) + " |" for r in rows
+    ]
 
 
 def write(res: dict, out: Path) -> None:
@@ -211,15 +218,27 @@ def write(res: dict, out: Path) -> None:
         "",
         f"Written by `python -m streaming.evaluate_transcript` on {machine()}, {time.strftime('%Y-%m-%d')}. "
         "Every recording goes through the live code path (pipeline, faster-whisper tiny.en in sync mode, "
-        "3 s windows, 1 s hop). \"Before\": what the same windows would have said without the hallucination "
+        '3 s windows, 1 s hop). "Before": what the same windows would have said without the hallucination '
         "checks (`streaming.transcript_trust`): text OK whenever there were words.",
         "",
         "## No speech (target: no window with text OK)",
         "",
     ]
-    lines += table(["recording", "s", "windows", "text OK", "before", "suppressed words", "text states"],
-                   [[e["name"], e["seconds"], e["windows"], e["text_ok"], e["before_text_ok"], e["suppressed_words"],
-                     "; ".join(e["states"])] for e in res["no_speech"]])
+    lines += table(
+        ["recording", "s", "windows", "text OK", "before", "suppressed words", "text states"],
+        [
+            [
+                e["name"],
+                e["seconds"],
+                e["windows"],
+                e["text_ok"],
+                e["before_text_ok"],
+                e["suppressed_words"],
+                "; ".join(e["states"]),
+            ]
+            for e in res["no_speech"]
+        ],
+    )
     lines += [
         "",
         f"In all: **{s['no_speech_text_ok']} of {s['no_speech_windows']} windows with text OK** "
@@ -228,11 +247,37 @@ def write(res: dict, out: Path) -> None:
         f"## Real clips looped (target: no OK window repeating a word {RUN_LEN} or more times in a row)",
         "",
     ]
-    lines += table(["recording", "s", "windows", "text OK", "OK with a run", "before", "OK with over 21 words", "before",
-                    "longest run in an OK window", "recall of the official words", "suppressed words"],
-                   [[e["name"], e["seconds"], e["windows"], e["text_ok"], e["ok_with_run"], e["before_ok_with_run"],
-                     e["ok_dense"], e["before_ok_dense"], e["longest_run_ok"], f"{e['recall']:.2f}", e["suppressed_words"]]
-                    for e in res["loops"]])
+    lines += table(
+        [
+            "recording",
+            "s",
+            "windows",
+            "text OK",
+            "OK with a run",
+            "before",
+            "OK with over 21 words",
+            "before",
+            "longest run in an OK window",
+            "recall of the official words",
+            "suppressed words",
+        ],
+        [
+            [
+                e["name"],
+                e["seconds"],
+                e["windows"],
+                e["text_ok"],
+                e["ok_with_run"],
+                e["before_ok_with_run"],
+                e["ok_dense"],
+                e["before_ok_dense"],
+                e["longest_run_ok"],
+                f"{e['recall']:.2f}",
+                e["suppressed_words"],
+            ]
+            for e in res["loops"]
+        ],
+    )
     lines += [
         "",
         f"In all: **{s['loop_ok_with_run']} OK windows with a run of {RUN_LEN}+** ({s['loop_ok_with_run_before']} before), "

@@ -163,7 +163,9 @@ class FaultInjector:
         self._speech_power = 0.01  # running mean power of audible chunks (noise is set against it)
 
     # ----------------------------------------------------------- control
-    def set_live(self, modality: Modality | str, kind: FaultKind | str, on: bool, t: float | None = None, **params: float) -> None:
+    def set_live(
+        self, modality: Modality | str, kind: FaultKind | str, on: bool, t: float | None = None, **params: float
+    ) -> None:
         """Switch a fault on (from now until switched off) or off. ``t``: the stream time of
         the switch, kept for the timeline (``timeline()``); switching on a fault that is
         already on only updates its parameters."""

@@ -71,7 +71,6 @@ class HealthConfig:
     min_avg_logprob: float = -1.0  # below -> low recogniser confidence, DEGRADED
 
 
-
 # --------------------------------------------------------------- the monitor
 @dataclass
 class _Stream:

@@ -43,8 +43,8 @@ import numpy as np
 from models.features.audio import SAMPLE_RATE
 from models.types import Modality, SentimentResult, WindowFeatures
 from streaming.asr_thread import AsrThread
-from streaming.faults import FaultInjector
 from streaming.checks import SEVERAL_FACES, AudioChecker, Check, VisionChecker, audio_window_issue, centre_gray, small_gray
+from streaming.faults import FaultInjector
 from streaming.health import HealthConfig, HealthMonitor
 from streaming.smoothing import Smoother, SmoothingConfig
 from streaming.transcript_trust import flag_repeats
@@ -92,7 +92,9 @@ class Pipeline:
     """One stream's state. ``model``: a ``models.runtime.SentimentModel``; ``asr``: a
     ``streaming.asr.StreamingASR`` or None (then text comes only from ``set_text``)."""
 
-    def __init__(self, model, asr=None, faults: FaultInjector | None = None, cfg: PipelineConfig | None = None, face_analyzer=None):
+    def __init__(
+        self, model, asr=None, faults: FaultInjector | None = None, cfg: PipelineConfig | None = None, face_analyzer=None
+    ):
         from models.features.vision import FaceAnalyzer
 
         self.cfg = cfg or PipelineConfig()

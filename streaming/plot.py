@@ -8,8 +8,8 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")
-from matplotlib.figure import Figure  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from models.types import MODALITIES, SENTIMENT_CLASSES  # noqa: E402
 
@@ -145,10 +145,21 @@ def fault_labels(ax, spans, fontsize: float = 7.5, gap_px: float = 6.0) -> list:
     lane_h = height_px / max(box.height, 1.0)  # in axes fraction
     blend = blended_transform_factory(ax.transData, ax.transAxes)
     inv = ax.transData.inverted()
-    for k, (left, right, cx, _, m, a, b, t) in lanes:
+    for k, (_, _, cx, _, m, a, b, t) in lanes:
         top = 1.0 - 0.01 - k * (lane_h + 2 / max(box.height, 1.0))
-        ax.add_patch(Rectangle((max(a, x0), top - lane_h), min(b, x1) - max(a, x0), lane_h, transform=blend,
-                               color=FAULT_COLOURS.get(m, "#999"), alpha=0.45, lw=0, zorder=1.5, clip_on=True))
+        ax.add_patch(
+            Rectangle(
+                (max(a, x0), top - lane_h),
+                min(b, x1) - max(a, x0),
+                lane_h,
+                transform=blend,
+                color=FAULT_COLOURS.get(m, "#999"),
+                alpha=0.45,
+                lw=0,
+                zorder=1.5,
+                clip_on=True,
+            )
+        )
         t.set_transform(blend)
         t.set_position((inv.transform([[cx, 0]])[0, 0], top - lane_h / 2))
     return texts

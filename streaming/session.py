@@ -53,8 +53,17 @@ class LiveSession:
     session began); ``worker=False`` analyses queued input only when ``process()`` is called
     (tests step it by hand)."""
 
-    def __init__(self, model, asr=None, window_s: float = 3.0, hop_s: float = 1.0, asr_mode: str = "thread",
-                 clock=None, worker: bool = True, settle_s: float = SETTLE_S):
+    def __init__(
+        self,
+        model,
+        asr=None,
+        window_s: float = 3.0,
+        hop_s: float = 1.0,
+        asr_mode: str = "thread",
+        clock=None,
+        worker: bool = True,
+        settle_s: float = SETTLE_S,
+    ):
         from streaming.sources import BrowserInput
 
         self.model = model
@@ -93,8 +102,13 @@ class LiveSession:
         windows are cleared, and a fresh one starts on the same clock, inputs and faults.
         ValueError (nothing changed) for lengths the pipeline refuses."""
         live = self._asr_mode != "sync"
-        cfg = PipelineConfig(window_s=float(window_s), hop_s=float(hop_s), asr_mode=self._asr_mode,
-                             settle_s=self.settle_s if live else 0.0, wait_late_s=STALL_HOLD_S if live else 0.0)
+        cfg = PipelineConfig(
+            window_s=float(window_s),
+            hop_s=float(hop_s),
+            asr_mode=self._asr_mode,
+            settle_s=self.settle_s if live else 0.0,
+            wait_late_s=STALL_HOLD_S if live else 0.0,
+        )
         with self._work:
             again = self.pipeline is not None
             if again:
@@ -319,8 +333,14 @@ class LiveSession:
                 d = r["modalities"][m.value]
                 line += [d["state"], d["reason"], cell(d["score"])]
             lag = r.get("lag", {})
-            line += [r["transcript"], r["partial"], r["suppressed"], cell(lag.get("transport")), cell(lag.get("recogniser")),
-                     cell(lag.get("server"))]
+            line += [
+                r["transcript"],
+                r["partial"],
+                r["suppressed"],
+                cell(lag.get("transport")),
+                cell(lag.get("recogniser")),
+                cell(lag.get("server")),
+            ]
             line += [r["latency_ms"]]
             w.writerow(line)
         return buf.getvalue()

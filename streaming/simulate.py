@@ -26,7 +26,16 @@ from streaming.pipeline import Pipeline, PipelineConfig
 from streaming.types import WindowResult
 
 
-def build_pipeline(faults_spec: str = "", window_s: float = 3.0, hop_s: float = 1.0, asr_mode: str = "sync", seed: int = 0, model=None, asr=None, threads: int = 1):
+def build_pipeline(
+    faults_spec: str = "",
+    window_s: float = 3.0,
+    hop_s: float = 1.0,
+    asr_mode: str = "sync",
+    seed: int = 0,
+    model=None,
+    asr=None,
+    threads: int = 1,
+):
     """A pipeline with the shipped model, the shipped recogniser and the given faults."""
     from models.runtime import SentimentModel
     from streaming.asr import StreamingASR
@@ -39,7 +48,9 @@ def build_pipeline(faults_spec: str = "", window_s: float = 3.0, hop_s: float = 
     return Pipeline(model, asr, faults, cfg)
 
 
-def replay(pipeline: Pipeline, path: str | Path, realtime: bool = False, speed: float = 1.0, on_window=None, progress: bool = True) -> list[WindowResult]:
+def replay(
+    pipeline: Pipeline, path: str | Path, realtime: bool = False, speed: float = 1.0, on_window=None, progress: bool = True
+) -> list[WindowResult]:
     """Pushes every item of the recording through ``pipeline`` and flushes it at the end
     (``streaming.replay.drive``); returns all windows. ``on_window(result)`` is called as
     each window comes out."""
@@ -67,7 +78,12 @@ def latency_summary(results: list[WindowResult]) -> dict[str, float]:
     lat = np.array([r.latency_ms for r in results], float)
     if not len(lat):
         return {}
-    return {"windows": len(lat), "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)), "max_ms": float(lat.max())}
+    return {
+        "windows": len(lat),
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p95_ms": float(np.percentile(lat, 95)),
+        "max_ms": float(lat.max()),
+    }
 
 
 def main(argv=None) -> int:

@@ -91,9 +91,7 @@ class Transcript:
     def text(self, start: float = -np.inf, end: float = np.inf, partial: bool = True, suspect: bool = False) -> str:
         """The words overlapping [start, end) as one string; suspect words only with ``suspect``."""
         words = self.committed + (self.partial if partial else [])
-        return " ".join(
-            w.text.strip() for w in words if w.end > start and w.start < end and (suspect or not w.suspect)
-        ).strip()
+        return " ".join(w.text.strip() for w in words if w.end > start and w.start < end and (suspect or not w.suspect)).strip()
 
 
 @dataclass

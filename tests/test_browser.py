@@ -152,8 +152,7 @@ def test_live_tab_streams_faults_and_exports(server, media, shots):
     t0 = time.monotonic()
 
     def context() -> str:
-        return (f"\n--- badges over time (changes only) ---\n{B.describe(history, t0)}"
-                f"\n--- app log ---\n{_tail(log_path)}")
+        return f"\n--- badges over time (changes only) ---\n{B.describe(history, t0)}\n--- app log ---\n{_tail(log_path)}"
 
     try:
         with sync_playwright() as pw:
@@ -175,8 +174,12 @@ def test_live_tab_streams_faults_and_exports(server, media, shots):
                 # 2. vision:drop ticked -> vision DROPPED in a window after the tick
                 w0 = live.window()[1]
                 live.set_fault(FAULT, True)
-                dropped = live.wait_for(lambda s: _state(s, "vision") == "DROPPED" and _starts_after(s, w0),
-                                        60, f"vision DROPPED after ticking {FAULT}", history)
+                dropped = live.wait_for(
+                    lambda s: _state(s, "vision") == "DROPPED" and _starts_after(s, w0),
+                    60,
+                    f"vision DROPPED after ticking {FAULT}",
+                    history,
+                )
                 w1 = dropped["window"][1]
                 # keep the fault on for a few windows, so the export and the plot show it
                 live.wait_for(lambda s: _ends_after(s, w1 + 3), 60, "three more windows during the drop", history)
@@ -186,8 +189,12 @@ def test_live_tab_streams_faults_and_exports(server, media, shots):
 
                 # 3. unticked -> vision OK again
                 live.set_fault(FAULT, False)
-                back = live.wait_for(lambda s: _state(s, "vision") == "OK" and _starts_after(s, w2 + 0.01),
-                                     120, f"vision OK again after unticking {FAULT}", history)
+                back = live.wait_for(
+                    lambda s: _state(s, "vision") == "OK" and _starts_after(s, w2 + 0.01),
+                    120,
+                    f"vision OK again after unticking {FAULT}",
+                    history,
+                )
                 shots(page, "vision-back")
 
                 # 4. export: the CSV and the JSONL the page links to
@@ -234,8 +241,9 @@ def test_live_tab_streams_faults_and_exports(server, media, shots):
     # the box was unticked lie within the fault: all vision DROPPED
     during = [r for r in rows if w1 - 0.01 <= r["t_end"] <= w2 + 0.01]
     assert during, (w1, w2, [r["t_end"] for r in rows])
-    not_dropped = [(r["t_start"], r["t_end"], r["modalities"]["vision"]) for r in during
-                   if r["modalities"]["vision"]["state"] != "DROPPED"]
+    not_dropped = [
+        (r["t_start"], r["t_end"], r["modalities"]["vision"]) for r in during if r["modalities"]["vision"]["state"] != "DROPPED"
+    ]
     assert not not_dropped, f"vision not DROPPED during {FAULT} ({w1}-{w2} s): {not_dropped}{ctx}"
     # and vision OK after it, as the page showed
     after = by_end.get(round(back["window"][1], 1))

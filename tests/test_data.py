@@ -36,7 +36,12 @@ def test_speech_split_by_speaker():
     for corpus in ("ravdess", "emodb"):
         d = df[df.corpus == corpus]
         speakers = [set(d[d.split == s].speaker) for s in SPLITS]
-        assert all(speakers) and not (speakers[0] & speakers[1]) and not (speakers[0] & speakers[2]) and not (speakers[1] & speakers[2])
+        assert (
+            all(speakers)
+            and not (speakers[0] & speakers[1])
+            and not (speakers[0] & speakers[2])
+            and not (speakers[1] & speakers[2])
+        )
     assert len(df[df.corpus == "ravdess"]) == 1200 and df.emotion.isin(EMOTIONS).all()
 
 

@@ -81,7 +81,12 @@ def test_face_analyzer_no_face_is_marked_not_zero_filled():
 
 @pytest.mark.parametrize(
     "bad",
-    [np.zeros((48, 48, 3), np.float32), np.zeros((10, 10, 3), np.uint8), np.zeros((48, 48, 2), np.uint8), np.zeros((5000, 50, 3), np.uint8)],
+    [
+        np.zeros((48, 48, 3), np.float32),
+        np.zeros((10, 10, 3), np.uint8),
+        np.zeros((48, 48, 2), np.uint8),
+        np.zeros((5000, 50, 3), np.uint8),
+    ],
 )
 def test_validate_frame_rejects(bad):
     with pytest.raises(ValueError):

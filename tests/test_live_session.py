@@ -37,8 +37,16 @@ def frames():
     return animate(pick_faces(["happy"])[0], 60, np.random.default_rng(0))[::3]
 
 
-def feed(s: LiveSession, clock: Clock, frames, start: float, stop: float, speech: np.ndarray | None = None,
-         stall_every: float | None = None, stall_s: float = 0.0) -> None:
+def feed(
+    s: LiveSession,
+    clock: Clock,
+    frames,
+    start: float,
+    stop: float,
+    speech: np.ndarray | None = None,
+    stall_every: float | None = None,
+    stall_s: float = 0.0,
+) -> None:
     """The browser's inputs from ``start`` to ``stop`` s of the clock: a frame every 0.2 s, a
     0.5 s microphone chunk (48 kHz int16) when its samples are over. With ``stall_every`` the
     server gets round to its queue only every so many seconds, ``stall_s`` late."""
@@ -142,7 +150,9 @@ def test_late_delivery_is_the_transports_lag_not_the_sensors(model, frames, spee
         rows = s.rows
         assert len(rows) >= 10
         audio = [r["modalities"]["audio"] for r in rows]
-        assert all(a["state"] != "DROPPED" for a in audio), [(r["t_end"], a) for r, a in zip(rows, audio) if a["state"] == "DROPPED"]
+        assert all(a["state"] != "DROPPED" for a in audio), [
+            (r["t_end"], a) for r, a in zip(rows, audio) if a["state"] == "DROPPED"
+        ]
         assert not any("late" in a["reason"] or "lagging" in a["reason"] for a in audio), audio
         assert sum(a["state"] == "OK" for a in audio[1:]) >= 0.8 * len(audio[1:]), audio
         assert all(r["modalities"]["vision"]["state"] == "OK" for r in rows[1:])
@@ -182,8 +192,10 @@ def test_a_gap_in_the_transport_is_waited_for_a_dead_microphone_is_not(model, fr
     clock = Clock()
     s = LiveSession(model, None, clock=clock, worker=False)
     try:
+
         def held(step: int) -> int:  # from 4 to 12 s, the chunks ending 0.5-2.5 s into each 4 s come at 2.8 s, in order
             return (step // 40) * 40 + 28 if 40 <= step < 120 and 5 <= step % 40 <= 25 else step
+
         mic = [x for x in _mic_schedule(speech48k, 140, held)]
         placed = []  # where each chunk went on the stream's clock
         push = s.pipeline.push
@@ -196,7 +208,9 @@ def test_a_gap_in_the_transport_is_waited_for_a_dead_microphone_is_not(model, fr
         assert ends[-1] >= 25 - 0.6 - STALL_HOLD_S - 1e-6
         audio = {r["t_end"]: r["modalities"]["audio"] for r in rows}
         before = [a for end, a in audio.items() if end <= 14.0]
-        assert not any("data" in a["reason"] for a in before), [(e, a["reason"]) for e, a in audio.items() if e <= 14.0]  # neither no data nor too little
+        assert not any("data" in a["reason"] for a in before), [
+            (e, a["reason"]) for e, a in audio.items() if e <= 14.0
+        ]  # neither no data nor too little
         after = [a for end, a in audio.items() if end >= 15.5]
         assert after and all(a["state"] == "DROPPED" and "no data" in a["reason"] for a in after), after
         assert all(r["modalities"]["vision"]["state"] == "OK" for r in rows[1:])

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from streaming.agreement import LocalAgreement
+from streaming.local_agreement import LocalAgreement
 from streaming.types import Word
 
 

@@ -12,15 +12,20 @@ import pytest
 
 from models.paths import data_root
 from models.types import Modality
-from streaming.faults import FaultInjector, parse_spec
 from streaming.checks import AudioChecker, audio_window_issue, estimate_snr_db
+from streaming.faults import FaultInjector, parse_spec
 from streaming.health import HealthConfig, HealthMonitor
 from streaming.types import AudioChunk, Health
 
 RATE = 16_000
 WINDOW = 3 * RATE
 CHUNK = RATE // 10  # the file and microphone sources' 0.1 s chunks
-REAL = ("ravdess_01-01-07-02-02-01-01.mp4", "meld_train_dia0_utt0.mp4", "cremad_1001_DFA_SAD_XX.flv", "cremad_1001_DFA_ANG_XX.flv")
+REAL = (
+    "ravdess_01-01-07-02-02-01-01.mp4",
+    "meld_train_dia0_utt0.mp4",
+    "cremad_1001_DFA_SAD_XX.flv",
+    "cremad_1001_DFA_ANG_XX.flv",
+)
 NOISY = re.compile(r"^noisy \(about -?\d+ dB SNR\)$")
 
 
@@ -124,8 +129,8 @@ def test_pauses_quiet_speech_and_silence(clips):
     speech = a[int(0.8 * RATE) : int(2.3 * RATE)]  # 1.5 s of the sentence
     floor = rng.normal(0, 10 ** (-75 / 20), RATE).astype(np.float32)  # a microphone's floor
     # natural pauses: speech, a 1 s pause, speech again; a long lead-in before a few words
-    assert check(np.concatenate([speech[: RATE], floor, speech[RATE // 2 :]]), cfg).issue == ""
-    assert check(np.concatenate([floor, floor, speech[: RATE]]), cfg).issue == ""
+    assert check(np.concatenate([speech[:RATE], floor, speech[RATE // 2 :]]), cfg).issue == ""
+    assert check(np.concatenate([floor, floor, speech[:RATE]]), cfg).issue == ""
     # a soft-spoken clip at -60 dBFS is read, not called noisy or silent
     quiet = a[:WINDOW] * (10 ** (-60 / 20) / np.sqrt(np.mean(a[:WINDOW] ** 2)))
     assert check(quiet, cfg).issue == ""

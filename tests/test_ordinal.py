@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.ordinal import fit_spread, interval_distance, ordinal_logits, ordinal_probs_np
-from models.types import SENTIMENT_CLASSES, WindowFeatures, SequenceFeatures, is_coherent, score_to_class
+from models.types import SENTIMENT_CLASSES, SequenceFeatures, WindowFeatures, is_coherent, score_to_class
 
 scores = st.floats(-3.0, 3.0, allow_nan=False)
 spreads = st.floats(1e-3, 50.0, allow_nan=False)
@@ -60,8 +60,8 @@ def test_fit_spread_recovers_a_sharp_and_a_blurred_estimate():
 @given(st.integers(0, 2**31 - 1))
 @settings(max_examples=25, deadline=None)
 def test_random_lnln_is_coherent(seed):
-    from models.training.export import random_fusion_inputs
     from models.fusion.lnln import LNLN, LNLNConfig
+    from models.training.export import random_fusion_inputs
 
     torch.manual_seed(seed % 1000)
     rng = np.random.default_rng(seed)

@@ -75,6 +75,7 @@ def test_clean_replay_windows_and_transcript(clip, model, asr):
     for _, _, text, _ in clip["lines"]:
         spoken |= {w for w in words(text) if len(w) > 3}
     assert len(heard & spoken) / len(spoken) >= 0.5, (sorted(heard), sorted(spoken))
+
     # the fused score follows the script: happy lines above the angry and sad ones
     def mean_score(a, b):
         return np.mean([r["score"] for r in rows if a <= r["t_end"] - 1.5 < b])
@@ -84,11 +85,23 @@ def test_clean_replay_windows_and_transcript(clip, model, asr):
 
 # (spec, modality, expected states, reason pattern) for faults during 5-9 s and 12-16 s
 FAULT_RUNS = [
-    ("vision:drop@5-9,vision:freeze@12-16", [("vision", 5, 9, {"DROPPED"}, "no data"), ("vision", 12, 16, {"DROPPED"}, "frozen")]),
-    ("vision:blackout@5-9,vision:noise:snr=0@12-16", [("vision", 5, 9, {"DROPPED"}, "black"), ("vision", 12, 16, {"DEGRADED", "DROPPED"}, "noisy|no face")]),
+    (
+        "vision:drop@5-9,vision:freeze@12-16",
+        [("vision", 5, 9, {"DROPPED"}, "no data"), ("vision", 12, 16, {"DROPPED"}, "frozen")],
+    ),
+    (
+        "vision:blackout@5-9,vision:noise:snr=0@12-16",
+        [("vision", 5, 9, {"DROPPED"}, "black"), ("vision", 12, 16, {"DEGRADED", "DROPPED"}, "noisy|no face")],
+    ),
     ("audio:drop@5-9,audio:freeze@12-16", [("audio", 5, 9, {"DROPPED"}, "no data"), ("audio", 12, 16, {"DROPPED"}, "repeating")]),
-    ("audio:blackout@5-9,audio:noise:snr=0@12-16", [("audio", 5, 9, {"DROPPED"}, "zeroed"), ("audio", 12, 16, {"DEGRADED"}, "noisy")]),
-    ("vision:delay:delay=1@5-9,audio:delay:delay=1@12-16", [("vision", 5, 9, {"DEGRADED"}, "lagging"), ("audio", 12, 16, {"DEGRADED"}, "lagging")]),
+    (
+        "audio:blackout@5-9,audio:noise:snr=0@12-16",
+        [("audio", 5, 9, {"DROPPED"}, "zeroed"), ("audio", 12, 16, {"DEGRADED"}, "noisy")],
+    ),
+    (
+        "vision:delay:delay=1@5-9,audio:delay:delay=1@12-16",
+        [("vision", 5, 9, {"DEGRADED"}, "lagging"), ("audio", 12, 16, {"DEGRADED"}, "lagging")],
+    ),
 ]
 
 
@@ -140,7 +153,20 @@ def test_simulate_cli(clip, tmp_path):
     from streaming.simulate import main
 
     out, png = tmp_path / "out.jsonl", tmp_path / "out.png"
-    assert main([clip["path"], "--faults", "vision:drop@2-5,audio:noise:snr=0@4-8,text:outage@6-9", "--out", str(out), "--plot", str(png)]) == 0
+    assert (
+        main(
+            [
+                clip["path"],
+                "--faults",
+                "vision:drop@2-5,audio:noise:snr=0@4-8,text:outage@6-9",
+                "--out",
+                str(out),
+                "--plot",
+                str(png),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) >= 17
     need = {"t_start", "t_end", "score", "label", "confidences", "modalities", "transcript", "latency_ms"}

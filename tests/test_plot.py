@@ -16,11 +16,16 @@ def rows(t_end: int = 20):
     out = []
     for t in range(3, t_end + 1):
         p = rng.dirichlet([2, 2, 2])
-        out.append({
-            "t_start": t - 3.0, "t_end": float(t), "score": float(rng.uniform(-2.8, 2.8)), "confidence": 0.6,
-            "confidences": dict(zip(("negative", "neutral", "positive"), map(float, p))),
-            "modalities": {m: {"state": "OK"} for m in ("vision", "audio", "text")},
-        })
+        out.append(
+            {
+                "t_start": t - 3.0,
+                "t_end": float(t),
+                "score": float(rng.uniform(-2.8, 2.8)),
+                "confidence": 0.6,
+                "confidences": dict(zip(("negative", "neutral", "positive"), map(float, p))),
+                "modalities": {m: {"state": "OK"} for m in ("vision", "audio", "text")},
+            }
+        )
     return out
 
 
@@ -41,8 +46,14 @@ def assert_readable(fig, expected: set[str]):
 
 
 def test_overlapping_scheduled_faults_have_separate_labels(tmp_path):
-    faults = [("vision", "drop", 2, 5), ("audio", "noise", 4, 8), ("text", "outage", 6, 9),
-              ("vision", "delay", 10, math.inf), ("audio", "freeze", 10.5, 11), ("audio", "blackout", 10.2, 12)]
+    faults = [
+        ("vision", "drop", 2, 5),
+        ("audio", "noise", 4, 8),
+        ("text", "outage", 6, 9),
+        ("vision", "delay", 10, math.inf),
+        ("audio", "freeze", 10.5, 11),
+        ("audio", "blackout", 10.2, 12),
+    ]
     fig = timeline_figure(rows(), faults, title="overlapping faults")
     assert_readable(fig, {f"{m}:{k}" for m, k, _, _ in faults})
     fig.savefig(tmp_path / "plot.png", dpi=110)  # still renders (and at another dpi)

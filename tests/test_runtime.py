@@ -107,8 +107,8 @@ def test_all_missing_returns_prior(model, window):
 
 def test_fusion_network_is_finite_with_nothing_present(model):
     """Below the runtime's short cut: the network itself stays finite on empty input."""
-    from models.training.export import random_fusion_inputs
     from models.runtime import FUSION_INPUTS
+    from models.training.export import random_fusion_inputs
 
     feed = random_fusion_inputs(3, 5, 7, 4, np.random.default_rng(0))
     feed["present"][:] = False
@@ -139,8 +139,8 @@ def test_bad_features_are_refused():
 
 def test_onnx_equals_torch():
     from models import checkpoint
-    from models.training.export import max_difference, random_fusion_inputs
     from models.fusion.lnln import LNLN, LNLNConfig, LNLNInference
+    from models.training.export import max_difference, random_fusion_inputs
 
     path = assets_dir() / "onnx" / "fusion.onnx"
     assert path.is_file(), "run python -m models.training.export"
@@ -163,8 +163,8 @@ def test_onnx_runtime_backend_matches_torch_backend(window):
 
 def test_export_round_trip(tmp_path):
     """The exporter itself, on a freshly initialised model: dynamic lengths, missing data."""
-    from models.training.export import export_fusion, max_difference, random_fusion_inputs
     from models.fusion.lnln import LNLN, LNLNInference
+    from models.training.export import export_fusion, max_difference, random_fusion_inputs
 
     torch.manual_seed(0)
     m = LNLN().eval()

@@ -143,7 +143,15 @@ class QueueSession:
         r = self.http.post(f"{API}/upload", params={"upload_id": uuid.uuid4().hex[:11]}, files=[("files", (name, content, mime))])
         r.raise_for_status()
         path = r.json()[0]
-        return {"path": path, "url": None, "orig_name": name, "size": len(content), "mime_type": mime, "is_stream": False, "meta": {"_type": "gradio.FileData"}}
+        return {
+            "path": path,
+            "url": None,
+            "orig_name": name,
+            "size": len(content),
+            "mime_type": mime,
+            "is_stream": False,
+            "meta": {"_type": "gradio.FileData"},
+        }
 
     def _listen(self) -> None:
         import httpx
@@ -168,7 +176,10 @@ class QueueSession:
             return [
                 m["output"]["data"]
                 for m in self.messages
-                if m.get("event_id") == event_id and m.get("msg") in ("process_streaming", "process_completed") and m.get("success") and m.get("output", {}).get("data")
+                if m.get("event_id") == event_id
+                and m.get("msg") in ("process_streaming", "process_completed")
+                and m.get("success")
+                and m.get("output", {}).get("data")
             ]
 
     def wait_outputs(self, event_id: str, n: int, timeout: float = 180.0) -> list[list]:
@@ -180,8 +191,9 @@ class QueueSession:
             if len(outs) >= n:
                 return outs
             if self.errors() or self.listen_error is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{len(outs)} of {n} responses to {event_id}; errors {self.errors()[:2]}, "
-                                     f"listener {self.listen_error!r}")
+                raise AssertionError(
+                    f"{len(outs)} of {n} responses to {event_id}; errors {self.errors()[:2]}, listener {self.listen_error!r}"
+                )
             time.sleep(0.005)
 
     def errors(self) -> list[dict]:
@@ -282,13 +294,15 @@ def test_streamed_webcam_and_microphone_produce_windows(app, server, http, confi
     # the inputs in media-time order, in tenths of a second: frame k at 0.2 k s, audio chunk k
     # (0.5 k .. 0.5 k + 0.5 s) once it has been recorded; at a tie the chunk goes first
     tenths = int(round(STREAM_S * 10))
-    schedule = sorted([(2 * k, 1, "frame", k) for k in range(tenths // 2 + 1)]
-                      + [(5 * (k + 1), 0, "audio", k) for k in range(tenths // 5)])
+    schedule = sorted(
+        [(2 * k, 1, "frame", k) for k in range(tenths // 2 + 1)] + [(5 * (k + 1), 0, "audio", k) for k in range(tenths // 5)]
+    )
     clock = MediaClock()
     app.clock_factory = lambda: clock
     events = {"frame": None, "audio": None}
     api = {"frame": "stream_frame", "audio": "stream_audio"}
     responses = {"frame": [], "audio": []}  # (media time of the input, its response)
+
     def session():
         live = [v for v in demo.state_holder[q.session_hash].state_data.values() if type(v).__name__ == "LiveSession"]
         return live[0] if live else None

@@ -184,8 +184,12 @@ def test_written_clip_is_h264_that_browsers_play(clip):
 
     if shutil.which("ffprobe") is None:
         pytest.skip("no ffprobe (ffmpeg is in packages.txt)")
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,pix_fmt",
-                          "-of", "csv=p=0", str(clip[0])], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,pix_fmt", "-of", "csv=p=0", str(clip[0])],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert sorted(out.split()) == ["aac", "h264,yuv420p"]
 
 
@@ -249,8 +253,9 @@ def test_replay_realtime_at_speed_4_in_a_thread(clip):
     path, _, _ = clip
     fake = FakeTime()
     got = []  # (clock time when emitted, item); the sink runs on the replay's thread
-    replay = FileReplay(path, sink=lambda item: got.append((fake.now, item)), realtime=True, speed=4.0,
-                        clock=fake, wait=fake.wait)
+    replay = FileReplay(
+        path, sink=lambda item: got.append((fake.now, item)), realtime=True, speed=4.0, clock=fake, wait=fake.wait
+    )
     replay.start()
     assert replay.join(timeout=60)  # a hang guard: on the fake clock nothing is slept
     assert replay.done and replay.error is None

@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 
 from models.types import Modality
+from streaming.checks import (
+    AudioChecker,
+    VisionChecker,
+    audio_window_issue,
+    centre_gray,
+    estimate_snr_db,
+    noise_sigma,
+    small_gray,
+)
 from streaming.faults import Fault, FaultInjector, FaultKind, parse_spec
-from streaming.checks import AudioChecker, VisionChecker, audio_window_issue, centre_gray, estimate_snr_db, noise_sigma, small_gray
 from streaming.health import HealthConfig, HealthMonitor
 from streaming.plot import timeline_figure
 from streaming.types import AudioChunk, Health, VideoFrame
@@ -115,9 +123,16 @@ def test_live_toggles_are_logged_for_the_timeline():
     inj.set_live("vision", "freeze", False, t=9.0)
     spans = {(f.modality.value, f.kind.value): (f.start, f.end) for f in inj.timeline()}
     assert spans == {("audio", "drop"): (1.0, 2.0), ("vision", "freeze"): (4.0, 9.0), ("audio", "noise"): (5.0, math.inf)}
-    rows = [{"t_end": t, "score": 0.0, "confidence": 0.5,
-             "confidences": {"negative": 0.2, "neutral": 0.5, "positive": 0.3},
-             "modalities": {m: {"state": "OK"} for m in ("text", "audio", "vision")}} for t in range(3, 12)]
+    rows = [
+        {
+            "t_end": t,
+            "score": 0.0,
+            "confidence": 0.5,
+            "confidences": {"negative": 0.2, "neutral": 0.5, "positive": 0.3},
+            "modalities": {m: {"state": "OK"} for m in ("text", "audio", "vision")},
+        }
+        for t in range(3, 12)
+    ]
     fig = timeline_figure(rows, inj.timeline(), horizon=5)
     shaded = [p for p in fig.axes[0].patches if p.get_alpha() == 0.15]
     assert len(shaded) == 2  # the audio drop at 1-2 s lies before the 5 s shown

@@ -42,7 +42,13 @@ def _tiny_data(dst):
     for split, n in (("train", 420), ("test", 70)):
         d = np.load(src / "vision" / f"fer2013_{split}.npz")
         idx = np.concatenate([rng.choice(np.flatnonzero(d["labels"] == c), n // 7, replace=False) for c in range(7)])
-        np.savez(dst / "vision" / f"fer2013_{split}.npz", images=d["images"][idx], labels=d["labels"][idx], names=d["names"][idx], classes=d["classes"])
+        np.savez(
+            dst / "vision" / f"fer2013_{split}.npz",
+            images=d["images"][idx],
+            labels=d["labels"][idx],
+            names=d["names"][idx],
+            classes=d["classes"],
+        )
 
 
 @pytest.mark.timeout(900)
@@ -64,7 +70,18 @@ def test_train_export_evaluate_tiny(tmp_path, monkeypatch):
     from models import checkpoint
 
     before, _ = checkpoint.read(cache / "run" / "fusion.safetensors")
-    train.main(["--cache", str(cache), "--assets", str(assets), "--stages", "fusion_head,select,package", "--set", "fusion_head_epochs=1"])
+    train.main(
+        [
+            "--cache",
+            str(cache),
+            "--assets",
+            str(assets),
+            "--stages",
+            "fusion_head,select,package",
+            "--set",
+            "fusion_head_epochs=1",
+        ]
+    )
     after, meta = checkpoint.read(cache / "run" / "fusion.safetensors")
     assert set(before) == set(after) and "head" in meta
     changed = {k for k in before if not np.array_equal(before[k].numpy(), after[k].numpy())}
@@ -80,8 +97,14 @@ def test_train_export_evaluate_tiny(tmp_path, monkeypatch):
     for row in report["composed"]["rates"].values():
         assert set(row) == {"fusion", "text", "audio", "vision", "late_fusion"}
     assert set(report["composed_class_matched"]["subsets"]) == set(report["composed"]["subsets"])
-    assert report["composed"]["composition"]["audio_agree"] < 1 and report["composed_class_matched"]["composition"]["audio_agree"] == 1
-    assert report["composed"]["agreement"]["n_agree"] + report["composed"]["agreement"]["n_conflict"] == report["composed"]["n_windows"]
+    assert (
+        report["composed"]["composition"]["audio_agree"] < 1
+        and report["composed_class_matched"]["composition"]["audio_agree"] == 1
+    )
+    assert (
+        report["composed"]["agreement"]["n_agree"] + report["composed"]["agreement"]["n_conflict"]
+        == report["composed"]["n_windows"]
+    )
     coh = report["composed"]["coherence"]
     assert coh["fused_windows"] > 0 and coh["fused_incoherent"] == 0 and coh["estimates_incoherent"] == 0
     text = (docs / "evaluation.md").read_text()

@@ -46,7 +46,14 @@ def test_a_phrase_repeated_at_the_pace_of_speech_is_kept():
 
 
 def test_segment_rules():
-    said = [("Dogs", 0.4, 0.7), ("are", 0.7, 0.9), ("sitting", 0.9, 1.3), ("by", 1.3, 1.4), ("the", 1.4, 1.5), ("door.", 1.5, 1.9)]
+    said = [
+        ("Dogs", 0.4, 0.7),
+        ("are", 0.7, 0.9),
+        ("sitting", 0.9, 1.3),
+        ("by", 1.3, 1.4),
+        ("the", 1.4, 1.5),
+        ("door.", 1.5, 1.9),
+    ]
     speech = [(0.3, 2.0)]
     assert judge_segment(said, -0.2, 0.05, speech) == [""] * 6
     # Whisper's own no-speech rule

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models import agreement, domain
-from models.types import SentimentResult, Modality, score_to_class
+from models.types import Modality, SentimentResult, score_to_class
 from streaming.smoothing import Smoother, SmoothingConfig
 
 
@@ -34,8 +34,8 @@ def model():
 def test_audio_window_features_equal_on_live_and_training_path(model):
     """A clip pushed through the live pipeline: the features of its first full window are
     the training path's (``models.training.feature_cache.window_features``) for the same samples."""
-    from models.training.feature_cache import window_features
     from models.features.audio import SAMPLE_RATE, WINDOW_SAMPLES
+    from models.training.feature_cache import window_features
     from streaming.pipeline import Pipeline, PipelineConfig
     from streaming.types import AudioChunk
 
@@ -109,7 +109,9 @@ def test_quiet_speech_is_not_silence_but_a_quiet_floor_is():
 def _score(x, stats):
     import torch
 
-    return domain.score_torch(torch.tensor(x, dtype=torch.float32), *(torch.tensor(stats[k]) for k in ("mean", "prec", "ref"))).numpy()
+    return domain.score_torch(
+        torch.tensor(x, dtype=torch.float32), *(torch.tensor(stats[k]) for k in ("mean", "prec", "ref"))
+    ).numpy()
 
 
 def test_in_domain_score_is_one_inside_and_falls_far_outside():
@@ -132,7 +134,9 @@ def test_stack_gates_an_out_of_domain_voice(model):
     """Noise that is nothing like speech reaches the stack as audio: its in-domain score is
     low, it is not given to the fusion, and its own estimate is near neutral and unsure."""
     rng = np.random.default_rng(1)
-    noise = np.clip(rng.normal(0, 0.3, 48000), -1, 1).astype(np.float32) * np.sign(np.sin(np.arange(48000) / 3.0)).astype(np.float32)
+    noise = np.clip(rng.normal(0, 0.3, 48000), -1, 1).astype(np.float32) * np.sign(np.sin(np.arange(48000) / 3.0)).astype(
+        np.float32
+    )
     from models.types import WindowFeatures
 
     r = model.predict(WindowFeatures(audio=model.audio_features(noise)))

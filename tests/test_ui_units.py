@@ -12,7 +12,10 @@ from streaming.types import Word
 
 def test_transcript_panel_marks_partial_and_suppressed_words():
     committed = [Word("I", 0.0, 0.2), Word("like", 0.2, 0.5), Word("it.", 0.5, 0.8)]
-    committed += [Word("interesting,", 1.0 + 0.01 * i, 1.005 + 0.01 * i, suspect="recogniser loop ('interesting' said 9 times in a row)") for i in range(8)]
+    committed += [
+        Word("interesting,", 1.0 + 0.01 * i, 1.005 + 0.01 * i, suspect="recogniser loop ('interesting' said 9 times in a row)")
+        for i in range(8)
+    ]
     partial = [Word("and_then", 2.0, 2.3)]
     md = transcript_md(committed, partial)
     assert md.count("~~interesting,~~") == 8  # struck out, not hidden
@@ -23,8 +26,14 @@ def test_transcript_panel_marks_partial_and_suppressed_words():
 
 
 def test_no_data_headline_has_no_label():
-    row = {"t_start": 5.0, "t_end": 8.0, "no_data": True, "label": None, "score": None,
-           "modalities": {m: {"state": "DROPPED", "reason": "no data for 3.0 s"} for m in ("vision", "audio", "text")}}
+    row = {
+        "t_start": 5.0,
+        "t_end": 8.0,
+        "no_data": True,
+        "label": None,
+        "score": None,
+        "modalities": {m: {"state": "DROPPED", "reason": "no data for 3.0 s"} for m in ("vision", "audio", "text")},
+    }
     html = score_html(row)
     assert "no data" in html and "data-state='no-data'" in html
     assert not any(k in html for k in ("negative", "neutral", "positive"))
@@ -46,8 +55,10 @@ class _Session:
 
 def test_status_line_names_each_stage_of_lag_apart_from_the_sensors():
     md = status_md(_Session({"transport": 1.7, "server": 0.2, "recogniser": 1.1}, skipped=3, errors={"audio": "bad *rate*"}))
-    assert "lag (delivery and processing, not the sensors): input arriving 1.7 s late, server 0.2 s behind, " \
-           "recogniser 1.1 s behind, 3 camera frames skipped to keep up" in md
+    assert (
+        "lag (delivery and processing, not the sensors): input arriving 1.7 s late, server 0.2 s behind, "
+        "recogniser 1.1 s behind, 3 camera frames skipped to keep up" in md
+    )
     assert "audio: bad \\*rate\\*" in md  # input errors cannot inject markdown
     assert "arriving" not in status_md(_Session({"transport": 0.02, "server": 0.0}))  # on time: not mentioned
 

@@ -30,9 +30,9 @@ class AudioEncoderConfig:
 
 
 class AudioEncoder(nn.Module):
-    def __init__(self, cfg: AudioEncoderConfig = AudioEncoderConfig()):
+    def __init__(self, cfg: AudioEncoderConfig | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = cfg or AudioEncoderConfig()
         self.norm_in = nn.LayerNorm(cfg.in_dim)
         self.conv = nn.Conv1d(cfg.in_dim, cfg.dim, kernel_size=3, stride=2, padding=1)
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.ffn, cfg.dropout) for _ in range(cfg.layers))

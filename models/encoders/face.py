@@ -65,9 +65,9 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 class FaceEncoder(nn.Module):
-    def __init__(self, cfg: FaceEncoderConfig = FaceEncoderConfig()):
+    def __init__(self, cfg: FaceEncoderConfig | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = cfg or FaceEncoderConfig()
         w = cfg.width
         layers = [nn.Conv2d(1, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
         for cin, cout in ((w, 2 * w), (2 * w, 4 * w), (4 * w, 8 * w)):

@@ -28,12 +28,10 @@ class TextEncoderConfig:
 
 
 class TextEncoder(nn.Module):
-    def __init__(self, cfg: TextEncoderConfig = TextEncoderConfig()):
+    def __init__(self, cfg: TextEncoderConfig | None = None):
         super().__init__()
-        self.cfg = cfg
-        self.layers = nn.ModuleList(
-            BertLayer(cfg.in_dim, cfg.heads, cfg.ffn, cfg.dropout) for _ in range(cfg.n_layers)
-        )
+        self.cfg = cfg = cfg or TextEncoderConfig()
+        self.layers = nn.ModuleList(BertLayer(cfg.in_dim, cfg.heads, cfg.ffn, cfg.dropout) for _ in range(cfg.n_layers))
         self.pool = AttentionPool(cfg.in_dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.score_head = nn.Linear(cfg.in_dim, 1)

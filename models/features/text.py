@@ -73,9 +73,7 @@ class TextFeatureExtractor:
         for t in texts:
             if not isinstance(t, str):
                 raise TypeError(f"text must be str, got {type(t).__name__}")
-        enc = self.tokenizer(
-            [t[:MAX_CHARS] for t in texts], truncation=True, max_length=self.max_tokens, add_special_tokens=True
-        )
+        enc = self.tokenizer([t[:MAX_CHARS] for t in texts], truncation=True, max_length=self.max_tokens, add_special_tokens=True)
         return [list(ids) for ids in enc["input_ids"]]
 
     def chars_read(self, text: str) -> int:
@@ -117,9 +115,7 @@ class TextFeatureExtractor:
                 out[i] = hidden[row, : len(ids_list[i])].float().numpy()
         return out  # type: ignore[return-value]
 
-    def __call__(
-        self, texts: Sequence[str], drop_rate: float = 0.0, rng: np.random.Generator | None = None
-    ) -> list[np.ndarray]:
+    def __call__(self, texts: Sequence[str], drop_rate: float = 0.0, rng: np.random.Generator | None = None) -> list[np.ndarray]:
         ids = self.tokenize(texts)
         if drop_rate > 0:
             rng = rng or np.random.default_rng()

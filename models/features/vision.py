@@ -171,9 +171,7 @@ class FaceAnalyzer:
     docstring); False gives the mesh alone.
     """
 
-    def __init__(
-        self, static: bool = False, max_faces: int = 2, min_confidence: float = 0.5, detector_fallback: bool = True
-    ):
+    def __init__(self, static: bool = False, max_faces: int = 2, min_confidence: float = 0.5, detector_fallback: bool = True):
         import mediapipe as mp
 
         self._max_faces = max_faces
@@ -187,9 +185,7 @@ class FaceAnalyzer:
         self._detector = None
         self._crop_mesh = None
         if detector_fallback:
-            self._detector = mp.solutions.face_detection.FaceDetection(
-                model_selection=1, min_detection_confidence=min_confidence
-            )
+            self._detector = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
             # The crop moves from frame to frame, so its mesh treats every crop as a new image.
             self._crop_mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=True,
@@ -228,9 +224,7 @@ class FaceAnalyzer:
             if not faces and self._detector is not None:
                 fallback, n_detected = self._detect_and_read(rgb)
         if faces:
-            arrays = [
-                np.array([(p.x * w, p.y * h, p.z * w) for p in f.landmark], np.float32) for f in faces
-            ]
+            arrays = [np.array([(p.x * w, p.y * h, p.z * w) for p in f.landmark], np.float32) for f in faces]
             areas = [np.ptp(a[:, 0]) * np.ptp(a[:, 1]) for a in arrays]
             lm = arrays[int(np.argmax(areas))]
             n_faces, source = len(distinct_faces(arrays)), "mesh"

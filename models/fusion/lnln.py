@@ -97,9 +97,7 @@ class ModalityEncoder(nn.Module):
         self.tokens = nn.Parameter(torch.randn(1, cfg.n_tokens, cfg.dim) * 0.02)
         self.evidence = nn.Linear(evidence_dim, cfg.dim)
         self.presence = nn.Embedding(2, cfg.dim)
-        self.blocks = nn.ModuleList(
-            Block(cfg.dim, cfg.heads, cfg.ffn, cfg.dropout) for _ in range(cfg.encoder_layers)
-        )
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.ffn, cfg.dropout) for _ in range(cfg.encoder_layers))
         self.norm = nn.LayerNorm(cfg.dim)
         self.n = cfg.n_tokens
 
@@ -146,9 +144,9 @@ class CrossUpdate(nn.Module):
 
 
 class LNLN(nn.Module):
-    def __init__(self, cfg: LNLNConfig = LNLNConfig()):
+    def __init__(self, cfg: LNLNConfig | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = cfg or LNLNConfig()
         d, e = cfg.dim, EVIDENCE_DIMS
         self.enc_t = ModalityEncoder(cfg.text_dim, e["text"], cfg)
         self.enc_a = ModalityEncoder(cfg.audio_dim, e["audio"], cfg)
@@ -170,9 +168,7 @@ class LNLN(nn.Module):
         # ordinal head: raw score and raw spread (``models.ordinal``)
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, 2))
         # reconstructors (training only)
-        self.recon = nn.ModuleList(
-            nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d)) for _ in range(3)
-        )
+        self.recon = nn.ModuleList(nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d)) for _ in range(3))
 
     def pool_audio(self, audio, audio_valid):
         """Masked average of audio states in groups of ``audio_pool`` steps."""

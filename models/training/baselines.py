@@ -25,7 +25,9 @@ def late_fusion(scores, probs, present, prior_score: float, prior_probs) -> tupl
     probs = np.asarray(probs, np.float64)
     present = np.asarray(present, bool)
     if scores.ndim != 2 or probs.shape != scores.shape + (3,) or present.shape != scores.shape:
-        raise ValueError(f"need scores [B, M], probs [B, M, 3], present [B, M]; got {scores.shape}, {probs.shape}, {present.shape}")
+        raise ValueError(
+            f"need scores [B, M], probs [B, M, 3], present [B, M]; got {scores.shape}, {probs.shape}, {present.shape}"
+        )
     own = np.take_along_axis(probs, score_to_class(scores)[..., None], -1)[..., 0]
     w = np.where(present, own, 0.0)
     wsum = w.sum(1)

@@ -174,11 +174,7 @@ class ComposedData:
         speech = load_speech(data_root)
         feats, extra = speech_features(cache, 0, data_root)
         by_clip = windows_by_clip(extra)
-        keep = [
-            r
-            for r in np.flatnonzero(speech["split"].to_numpy() == split)
-            if sentiment_index(speech["emotion"].iloc[r]) >= 0
-        ]
+        keep = [r for r in np.flatnonzero(speech["split"].to_numpy() == split) if sentiment_index(speech["emotion"].iloc[r]) >= 0]
         self.audio_windows = [[feats[i] for i in by_clip[r]] for r in keep]
         self.audio_cls = np.array([sentiment_index(speech["emotion"].iloc[r]) for r in keep], np.int64)
         self.audio_variants: list[list[list[np.ndarray]]] = []

@@ -146,8 +146,10 @@ def evaluate_lnln_protocol(model: SentimentModel, cache: Path, data_root) -> dic
             runs["fusion_text_only"].append(metrics.mmsa_regression(p["fusion"], y))
         per_rate[str(rate)] = {k: _pct(_mean_dicts(v)) for k, v in runs.items()}
     avg = {
-        k: {m: round(float(np.mean([per_rate[str(r)][k][m] for r in TEST_RATES])), 2 if m != "mae" and m != "corr" else 4)
-            for m in per_rate["0.0"][k]}
+        k: {
+            m: round(float(np.mean([per_rate[str(r)][k][m] for r in TEST_RATES])), 2 if m != "mae" and m != "corr" else 4)
+            for m in per_rate["0.0"][k]
+        }
         for k in ("text_encoder", "fusion_text_only")
     }
     return {"per_rate": per_rate, "average": avg}
@@ -169,7 +171,9 @@ def evaluate_speech(model: SentimentModel, cache: Path, data_root) -> dict:
         logits = clip_logits(model.stack.audio, feats, by_clip, rows)
         widx = [i for r in rows for i in by_clip[int(r)]]
         wtruth = df["emotion_idx"].to_numpy()[[int(extra["row"][i]) for i in widx]]
-        wz = np.where(corpus_emotion_mask(corpus), predict_audio(model.stack.audio, [feats[i].astype(np.float32) for i in widx]), -np.inf)
+        wz = np.where(
+            corpus_emotion_mask(corpus), predict_audio(model.stack.audio, [feats[i].astype(np.float32) for i in widx]), -np.inf
+        )
         allowed = corpus_emotion_mask(corpus)
         z = np.where(allowed, logits, -np.inf)
         pred = z.argmax(1)
@@ -194,7 +198,7 @@ def evaluate_speech(model: SentimentModel, cache: Path, data_root) -> dict:
 
 
 def _confusion(truth, pred, labels) -> list[list[int]]:
-    idx = {l: i for i, l in enumerate(labels)}
+    idx = {name: i for i, name in enumerate(labels)}
     m = np.zeros((len(labels), len(labels)), int)
     for t, p in zip(truth, pred):
         if t in idx and p in idx:
@@ -263,7 +267,14 @@ def evaluate_composed(model: SentimentModel, cache: Path, data_root, how: Compos
     # coherence: label (the class of the score) ranked first by the probabilities, in every
     # fused window and every unimodal estimate; and how often a clamp still fires (the text
     # encoder's raw score outside [-3, 3])
-    coh = {"fused_windows": 0, "fused_incoherent": 0, "estimates": 0, "estimates_incoherent": 0, "text_rows": 0, "text_clamped": 0}
+    coh = {
+        "fused_windows": 0,
+        "fused_incoherent": 0,
+        "estimates": 0,
+        "estimates_incoherent": 0,
+        "text_rows": 0,
+        "text_clamped": 0,
+    }
     for kind, rate, subset in tqdm(conditions, desc="composed test conditions"):
         override = data.text_at_rate(specs, rate, COMPOSED_SEED) if rate > 0 else None
         rng = np.random.default_rng(COMPOSED_SEED + int(rate * 10))

@@ -34,9 +34,10 @@ from models.runtime import FUSION_INPUTS
 
 
 def random_fusion_inputs(
-    b: int, lt: int, la: int, lv: int, rng: np.random.Generator, cfg: LNLNConfig = LNLNConfig()
+    b: int, lt: int, la: int, lv: int, rng: np.random.Generator, cfg: LNLNConfig | None = None
 ) -> dict[str, np.ndarray]:
     """Random fusion inputs with random missing steps and modalities."""
+    cfg = cfg or LNLNConfig()
     present = rng.random((b, 3)) < 0.7
     return {
         "text": rng.normal(size=(b, lt, cfg.text_dim)).astype(np.float32),
@@ -45,7 +46,8 @@ def random_fusion_inputs(
         "audio_valid": rng.random((b, la)) < 0.8,
         "vision": rng.normal(size=(b, lv, cfg.vision_dim)).astype(np.float32),
         "vision_valid": rng.random((b, lv)) < 0.8,
-        "evidence": rng.random((b, EVIDENCE_DIM)).astype(np.float32) * present.repeat([EVIDENCE_DIMS[k] for k in ("text", "audio", "vision")], axis=1),
+        "evidence": rng.random((b, EVIDENCE_DIM)).astype(np.float32)
+        * present.repeat([EVIDENCE_DIMS[k] for k in ("text", "audio", "vision")], axis=1),
         "present": present,
     }
 
@@ -100,7 +102,14 @@ def export_audio(model: AudioEncoder, path: Path) -> None:
     v = torch.ones(2, 150, dtype=torch.bool)
     b = torch.export.Dim("batch", min=1, max=1024)
     n = torch.export.Dim("frames", min=4, max=1500)
-    _export(AudioOutputs(model).eval(), (x, v), path, ["x", "valid"], ["states", "states_valid", "logits"], ({0: b, 1: n}, {0: b, 1: n}))
+    _export(
+        AudioOutputs(model).eval(),
+        (x, v),
+        path,
+        ["x", "valid"],
+        ["states", "states_valid", "logits"],
+        ({0: b, 1: n}, {0: b, 1: n}),
+    )
 
 
 def export_face(model: FaceEncoder, path: Path) -> None:
@@ -173,7 +182,10 @@ def main(argv=None) -> None:
     if "fusion" in which:
         fusion, _ = checkpoint.load(w / "fusion.safetensors", LNLN, LNLNConfig)
         export_fusion(fusion, out / "fusion.onnx")
-        feeds = [random_fusion_inputs(b, lt, la, lv, rng) for b, lt, la, lv in ((1, 1, 1, 1), (1, 20, 75, 15), (3, 33, 150, 30), (2, 5, 8, 3))]
+        feeds = [
+            random_fusion_inputs(b, lt, la, lv, rng)
+            for b, lt, la, lv in ((1, 1, 1, 1), (1, 20, 75, 15), (3, 33, 150, 30), (2, 5, 8, 3))
+        ]
         none = random_fusion_inputs(2, 7, 10, 4, rng)
         none["present"][:] = False
         none["evidence"][:] = 0

@@ -164,7 +164,13 @@ def train_face(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     model = model.cpu()
     best.restore(model)
     checkpoint.save(
-        run / "face_encoder.safetensors", model, model.cfg, valid_acc=best.score, epoch=best_epoch, epochs=cfg.face_epochs, device=cfg.device
+        run / "face_encoder.safetensors",
+        model,
+        model.cfg,
+        valid_acc=best.score,
+        epoch=best_epoch,
+        epochs=cfg.face_epochs,
+        device=cfg.device,
     )
 
 

@@ -44,7 +44,7 @@ class Ragged:
     offsets: np.ndarray
 
     @classmethod
-    def from_list(cls, seqs: list[np.ndarray], dtype=np.float16) -> "Ragged":
+    def from_list(cls, seqs: list[np.ndarray], dtype=np.float16) -> Ragged:
         lengths = np.array([len(s) for s in seqs], np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         dim = seqs[0].shape[1] if seqs else 0

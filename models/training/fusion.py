@@ -37,9 +37,7 @@ from models.unimodal import UnimodalStack
 
 def fusion_inputs(s: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """The positional inputs of LNLN from a UnimodalStack output."""
-    return tuple(
-        s[k] for k in ("text", "text_valid", "audio", "audio_valid", "vision", "vision_valid", "evidence", "present")
-    )
+    return tuple(s[k] for k in ("text", "text_valid", "audio", "audio_valid", "vision", "vision_valid", "evidence", "present"))
 
 
 def valid_conditions(data: ComposedData, seed: int):
@@ -60,9 +58,7 @@ def train_fusion(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     seed_all(cfg.seed + 4)
     rng = np.random.default_rng(cfg.seed + 4)
     stack = load_stack(run)
-    train = ComposedData(
-        "train", cache, np.load(run / "face_views_train.npy"), data_root, augmented=True, text_states=run
-    )
+    train = ComposedData("train", cache, np.load(run / "face_views_train.npy"), data_root, augmented=True, text_states=run)
     valid = ComposedData("valid", cache, np.load(run / "face_views_valid.npy"), data_root)
     # validation: the unimodal stack is frozen, so its outputs are computed once
     vbatches = _fusion_valid_batches(cfg, stack, valid)
@@ -151,9 +147,7 @@ def train_fusion_head(cfg: TrainConfig, cache: Path, run: Path, data_root) -> No
     trained = [p for mod in top for p in mod.parameters()]
     for p in trained:
         p.requires_grad_(True)
-    train = ComposedData(
-        "train", cache, np.load(run / "face_views_train.npy"), data_root, augmented=True, text_states=run
-    )
+    train = ComposedData("train", cache, np.load(run / "face_views_train.npy"), data_root, augmented=True, text_states=run)
     valid = ComposedData("valid", cache, np.load(run / "face_views_valid.npy"), data_root)
     vbatches = _fusion_valid_batches(cfg, stack, valid)
     opt = torch.optim.AdamW(trained, lr=cfg.fusion_head_lr, weight_decay=1e-4)
@@ -191,7 +185,14 @@ def train_fusion_head(cfg: TrainConfig, cache: Path, run: Path, data_root) -> No
         print(f"  fusion head valid: mean MAE + (1 - Acc-3) over conditions {score:.4f}")
         best.update(score, model)
     best.restore(model)
-    _save_fusion(model, vbatches, run, best.score, **{k: v for k, v in meta.items() if k not in ("config", "temperature", "conflict_gain", "valid_score", "head")}, head=f"ordinal, retrained on a frozen trunk ({cfg.fusion_head_scope})")
+    _save_fusion(
+        model,
+        vbatches,
+        run,
+        best.score,
+        **{k: v for k, v in meta.items() if k not in ("config", "temperature", "conflict_gain", "valid_score", "head")},
+        head=f"ordinal, retrained on a frozen trunk ({cfg.fusion_head_scope})",
+    )
 
 
 def _save_fusion(model: LNLN, vbatches, run: Path, valid_score: float, **meta) -> None:

@@ -18,9 +18,7 @@ import itertools
 import numpy as np
 
 #: The 7 non-empty modality subsets, as (text, audio, vision) presence flags.
-SUBSETS: tuple[tuple[bool, bool, bool], ...] = tuple(
-    s for s in itertools.product((True, False), repeat=3) if any(s)
-)
+SUBSETS: tuple[tuple[bool, bool, bool], ...] = tuple(s for s in itertools.product((True, False), repeat=3) if any(s))
 SUBSET_NAMES = {s: "+".join(n for n, on in zip(("T", "A", "V"), s) if on) for s in SUBSETS}
 TEST_RATES = tuple(round(0.1 * i, 1) for i in range(10))
 

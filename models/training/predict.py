@@ -99,7 +99,9 @@ def jitter_views(images: np.ndarray, n_views: int, rng: np.random.Generator) -> 
     return out
 
 
-def face_view_features(model: FaceEncoder, images: np.ndarray, rng: np.random.Generator, n_total: int | None = None, desc: str = "face views") -> np.ndarray:
+def face_view_features(
+    model: FaceEncoder, images: np.ndarray, rng: np.random.Generator, n_total: int | None = None, desc: str = "face views"
+) -> np.ndarray:
     """fp16 [n_total or N, FACE_VIEWS, 135]: face-encoder embedding + logits of FACE_VIEWS
     jittered views (``jitter_views``) of each uint8 [N, 48, 48] image; rows past N stay zero."""
     out = np.zeros((n_total or len(images), FACE_VIEWS, 135), np.float16)

@@ -29,9 +29,7 @@ from models.unimodal import pad_batch
 
 
 def restricted_accuracy(logits: np.ndarray, labels: np.ndarray, corpora: np.ndarray) -> float:
-    pred = np.array(
-        [np.where(corpus_emotion_mask(c), lg, -np.inf).argmax() for lg, c in zip(logits, corpora)]
-    )
+    pred = np.array([np.where(corpus_emotion_mask(c), lg, -np.inf).argmax() for lg, c in zip(logits, corpora)])
     return float(np.mean(pred == labels))
 
 
@@ -50,7 +48,7 @@ def train_audio(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     steps = cfg.audio_epochs * math.ceil(len(train_rows) / cfg.audio_batch)
     sched = one_cycle(opt, steps, cfg.audio_lr, pct=0.15)
     best = BestWeights(lower_is_better=False, take_ties=True)  # a tie takes the later epoch
-    for epoch in tqdm(range(cfg.audio_epochs), desc="audio epochs"):
+    for _ in tqdm(range(cfg.audio_epochs), desc="audio epochs"):
         model.train()
         perm = rng.permutation(train_rows)
         for i in range(0, len(perm), cfg.audio_batch):

@@ -41,7 +41,10 @@ def _seed_run(cache: Path, seed: int) -> Path:
     run = cache / "seeds" / f"s{seed}"
     run.mkdir(parents=True, exist_ok=True)
     for f in main.iterdir():
-        if f.name.startswith(("text_states_", "face_views_")) or f.name in ("text_encoder.safetensors", "face_encoder.safetensors"):
+        if f.name.startswith(("text_states_", "face_views_")) or f.name in (
+            "text_encoder.safetensors",
+            "face_encoder.safetensors",
+        ):
             dst = run / f.name
             if not dst.exists():
                 dst.symlink_to(f.resolve())
@@ -120,8 +123,12 @@ def main(argv=None) -> None:
     summary = {}
     for k in keys:
         v = np.array([o[k] for o in out.values() if o[k] is not None], float)
-        summary[k] = {"mean": round(float(v.mean()), 3), "std": round(float(v.std(ddof=1)), 3) if len(v) > 1 else 0.0,
-                      "min": round(float(v.min()), 3), "max": round(float(v.max()), 3)}
+        summary[k] = {
+            "mean": round(float(v.mean()), 3),
+            "std": round(float(v.std(ddof=1)), 3) if len(v) > 1 else 0.0,
+            "min": round(float(v.min()), 3),
+            "max": round(float(v.max()), 3),
+        }
     Path(args.out).write_text(json.dumps({"seeds": out, "summary": summary}, indent=1))
     for k, s in summary.items():
         print(f"{k}: {s['mean']} +- {s['std']} (min {s['min']}, max {s['max']})")

@@ -46,8 +46,19 @@ from models.training.speech import train_audio
 from models.training.text import text_states, train_text
 
 STAGES = (
-    "cache", "text", "text_states", "audio", "face", "face_swa", "views", "domain", "calibrate", "fusion", "fusion_head",
-    "select", "package",
+    "cache",
+    "text",
+    "text_states",
+    "audio",
+    "face",
+    "face_swa",
+    "views",
+    "domain",
+    "calibrate",
+    "fusion",
+    "fusion_head",
+    "select",
+    "package",
 )
 #: What a plain run does. face_swa is optional: 4 SWA epochs took the validation accuracy
 #: from 68.5 to 67.6 in our run, so it is not run unless asked for. fusion_head is for a

@@ -30,7 +30,6 @@ from streaming.sources.base import (
     SourceError,
 )
 from streaming.sources.browser import BrowserInput
-from streaming.sources.files import _decode_soundfile as _decode_soundfile  # the soundfile path, tested alone
 from streaming.sources.files import (
     FileReplay,
     decode_audio,
@@ -38,6 +37,7 @@ from streaming.sources.files import (
     read_media,
     write_media,
 )
+from streaming.sources.files import _decode_soundfile as _decode_soundfile  # the soundfile path, tested alone
 from streaming.sources.local import LocalCamera, LocalMicrophone, probe_local_devices
 
 __all__ = [

@@ -113,4 +113,3 @@ class Worker:
 def relative_clock() -> Clock:
     start = time.monotonic()
     return lambda: time.monotonic() - start
-

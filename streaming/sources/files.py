@@ -23,8 +23,26 @@ from streaming.types import AudioChunk, VideoFrame
 
 
 def _decode_ffmpeg(path: Path) -> np.ndarray | None:
-    proc = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "s16le",
-                           "-ac", "1", "-ar", str(SAMPLE_RATE), "-"], capture_output=True)
+    proc = subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:a:0",
+            "-f",
+            "s16le",
+            "-ac",
+            "1",
+            "-ar",
+            str(SAMPLE_RATE),
+            "-",
+        ],
+        capture_output=True,
+    )
     err = proc.stderr.decode(errors="replace").strip()
     if proc.returncode != 0:
         if "matches no streams" in err:
@@ -73,10 +91,22 @@ class FileReplay(Worker):
     wait that ends early when stop() is called. A fake clock that ``wait`` advances
     replays in no time, deterministically."""
 
-    def __init__(self, path: str | Path, sink: Sink | None = None, realtime: bool = True, speed: float = 1.0,
-                 fps: float | None = None, video: bool = True, audio: bool = True, loop: bool = False,
-                 t0: float = 0.0, chunk_s: float = CHUNK_S, on_error: Callable[[str], None] | None = None,
-                 clock: Clock | None = None, wait: Callable[[float], bool] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        sink: Sink | None = None,
+        realtime: bool = True,
+        speed: float = 1.0,
+        fps: float | None = None,
+        video: bool = True,
+        audio: bool = True,
+        loop: bool = False,
+        t0: float = 0.0,
+        chunk_s: float = CHUNK_S,
+        on_error: Callable[[str], None] | None = None,
+        clock: Clock | None = None,
+        wait: Callable[[float], bool] | None = None,
+    ) -> None:
         super().__init__(sink, on_error)
         self._pace_clock: Clock = clock or time.monotonic
         self._wait: Callable[[float], bool] = wait or self._stop.wait
@@ -100,8 +130,9 @@ class FileReplay(Worker):
                     raise
                 log.warning("%s; replaying video only", e)
         if not self.has_video and self.audio is None:
-            raise SourceError(f"no readable {'video or audio' if video and audio else 'video' if video else 'audio'}"
-                              f" in {self.path}")
+            raise SourceError(
+                f"no readable {'video or audio' if video and audio else 'video' if video else 'audio'} in {self.path}"
+            )
 
     def _probe_video(self) -> None:
         cap = cv2.VideoCapture(str(self.path))
@@ -147,7 +178,7 @@ class FileReplay(Worker):
     def _chunks(self, offset: float) -> Iterator[AudioChunk]:
         step = max(1, int(round(self.chunk_s * SAMPLE_RATE)))
         for s in range(0, len(self.audio), step):
-            yield AudioChunk(offset + s / SAMPLE_RATE, self.audio[s:s + step].copy(), SAMPLE_RATE)
+            yield AudioChunk(offset + s / SAMPLE_RATE, self.audio[s : s + step].copy(), SAMPLE_RATE)
 
     def items(self) -> Iterator[Item]:
         """Yield every item in ``t`` order (paced on ``clock`` when ``realtime``); ends at the
@@ -223,8 +254,7 @@ def media_duration(path: str | Path) -> float:
     return FileReplay(path, realtime=False).duration
 
 
-def write_media(path: str | Path, frames: Sequence[np.ndarray], fps: float,
-                audio_16k: np.ndarray | None = None) -> Path:
+def write_media(path: str | Path, frames: Sequence[np.ndarray], fps: float, audio_16k: np.ndarray | None = None) -> Path:
     """Write RGB uint8 frames (all one size) at ``fps`` as an mp4: H.264 (yuv420p, an odd
     size padded by one pixel) so that browsers play it, with ``audio_16k`` (float32 mono
     16 kHz) muxed in as AAC by ffmpeg. Without ffmpeg the video (MPEG-4 Part 2) is written
@@ -271,8 +301,18 @@ def write_media(path: str | Path, frames: Sequence[np.ndarray], fps: float,
             streams = ["-i", str(silent)]
             if audio is not None:
                 streams += ["-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac"]
-            h264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-                    "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-movflags", "+faststart"]
+            h264 = [
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-pix_fmt",
+                "yuv420p",
+                "-vf",
+                "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+                "-movflags",
+                "+faststart",
+            ]
             base = ["ffmpeg", "-nostdin", "-v", "error", "-y", *streams]
             if subprocess.run([*base, *h264, str(path)], capture_output=True).returncode == 0:
                 return path

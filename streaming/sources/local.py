@@ -23,8 +23,15 @@ class LocalCamera(Worker):
     ``.error`` and end the thread. A clock that steps ``1 / fps`` per call replays a stream
     deterministically (every frame kept, the stall after about ``stall_s * fps`` failed reads)."""
 
-    def __init__(self, index: int | str = 0, fps: float = 15.0, sink: Sink | None = None, clock: Clock | None = None,
-                 on_error: Callable[[str], None] | None = None, stall_s: float = 3.0) -> None:
+    def __init__(
+        self,
+        index: int | str = 0,
+        fps: float = 15.0,
+        sink: Sink | None = None,
+        clock: Clock | None = None,
+        on_error: Callable[[str], None] | None = None,
+        stall_s: float = 3.0,
+    ) -> None:
         super().__init__(sink, on_error)
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
@@ -104,9 +111,16 @@ class LocalMicrophone(Worker):
     ``clock()`` (default: seconds since start(); re-anchored after an overflow or drift over
     0.5 s). ``stall_s`` seconds of ``clock`` without audio set ``.error`` and end the thread."""
 
-    def __init__(self, device: int | str | None = None, rate: int | None = None, block_s: float = CHUNK_S,
-                 sink: Sink | None = None, clock: Clock | None = None,
-                 on_error: Callable[[str], None] | None = None, stall_s: float = 3.0) -> None:
+    def __init__(
+        self,
+        device: int | str | None = None,
+        rate: int | None = None,
+        block_s: float = CHUNK_S,
+        sink: Sink | None = None,
+        clock: Clock | None = None,
+        on_error: Callable[[str], None] | None = None,
+        stall_s: float = 3.0,
+    ) -> None:
         super().__init__(sink, on_error)
         if not 0.005 <= block_s <= MAX_CHUNK_S:
             raise ValueError(f"block_s must be in 0.005..{MAX_CHUNK_S} s, got {block_s}")
@@ -132,9 +146,14 @@ class LocalMicrophone(Worker):
                 except Exception:
                     rate = int(info["default_samplerate"])
             self._rate = int(rate)
-            self._stream = sd.InputStream(device=self.device, channels=1, samplerate=self._rate, dtype="float32",
-                                          blocksize=max(1, int(round(self._rate * self.block_s))),
-                                          callback=self._callback)
+            self._stream = sd.InputStream(
+                device=self.device,
+                channels=1,
+                samplerate=self._rate,
+                dtype="float32",
+                blocksize=max(1, int(round(self._rate * self.block_s))),
+                callback=self._callback,
+            )
             self._clock = self._user_clock or relative_clock()
             self._stream.start()
         except Exception as e:
@@ -199,4 +218,3 @@ def probe_local_devices(camera_index: int = 0, mic_device: int | str | None = No
     except Exception as e:
         out["audio"] = f"no microphone: {e}"
     return out
-
