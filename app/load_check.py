@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.browser import DEFAULT_CLIPS as REAL_CLIPS  # the clips the browser test plays
+from app.fake_media import DEFAULT_CLIPS as REAL_CLIPS  # the clips the browser test plays
+from app.fake_media import make_fake_media
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -272,7 +273,7 @@ def main(argv=None) -> dict:
             if B.missing_browser():
                 print(f"browser runs skipped: {B.missing_browser()}")
             else:
-                media = B.make_fake_media(Path(tmp) / "fake")
+                media = make_fake_media(Path(tmp) / "fake")
                 server = Server().__enter__()
                 runs.append(("real clips joined", "browser", functools.partial(run_browser, server.url, media, args.seconds)))
         try:

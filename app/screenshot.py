@@ -3,7 +3,7 @@
     python -m app.screenshot [--out docs/screenshot.png] [--port 0] [--lead 8] [--wait 8] [--fault vision:drop]
 
 Joins real clips of people speaking on camera (``../shared/data/real``) into the raw video
-and sound files Chromium plays as its camera and microphone (``app.browser.make_fake_media``,
+and sound files Chromium plays as its camera and microphone (``app.fake_media.make_fake_media``,
 in a temporary folder), starts the app (``python app.py --port P``) in a subprocess, opens the
 page in headless Chromium at 1400x1000 with those fake devices, starts the Live tab's webcam
 and microphone streams and waits until the health badges show vision, audio and text OK
@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from app import browser as B
+from app.fake_media import make_fake_media
 
 ROOT = B.ROOT
 MAX_BYTES = 400_000
@@ -128,7 +129,7 @@ def main(argv=None) -> None:
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="screenshot-") as tmp:
         t0 = time.monotonic()
-        video, audio = B.make_fake_media(tmp)
+        video, audio = make_fake_media(tmp)
         print(f"fake camera and microphone files built in {time.monotonic() - t0:.1f} s")
         log_path = Path(tmp) / "app.log"
         with open(log_path, "wb") as log:

@@ -1,6 +1,6 @@
 """End to end in a real browser: the Live tab with Chromium's fake camera and microphone
 playing real clips of people speaking (``../shared/data/real``, joined by
-``app.browser.make_fake_media``).
+``app.fake_media.make_fake_media``).
 
 The app runs as ``python app.py`` in a subprocess, as a user starts it; headless Chromium
 opens the page, starts the streaming webcam and microphone and the test watches the health
@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from app import browser as B
+from app.fake_media import make_fake_media
 
 MISSING = B.missing_browser()
 pytestmark = [
@@ -42,7 +43,7 @@ FAULT = "vision:drop"
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     """(y4m, wav) of about 20 s of real speech on camera, looped by Chromium."""
-    return B.make_fake_media(tmp_path_factory.mktemp("media"))
+    return make_fake_media(tmp_path_factory.mktemp("media"))
 
 
 @pytest.fixture(scope="module")

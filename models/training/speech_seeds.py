@@ -68,7 +68,8 @@ def model_for(run: Path, assets: Path):
 
 def seed_figures(model, cache: Path, root: Path) -> dict:
     from models.training.evaluate import evaluate_speech
-    from streaming.evaluate_real import accuracy_table, evaluate_ravdess
+    from streaming.evaluate_real import evaluate_ravdess
+    from streaming.real_report import accuracy_table
     from streaming.simulate import build_pipeline, replay
 
     sp = evaluate_speech(model, cache, root)
