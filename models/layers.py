@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.types import TEXT_DIM
+
 
 def safe_key_mask(valid: torch.Tensor) -> torch.Tensor:
     """[B, S] key mask with rows that have no valid key opened up entirely."""
@@ -83,7 +85,7 @@ class AttentionPool(nn.Module):
 class BertLayer(nn.Module):
     """A post-norm BERT encoder layer, laid out so MiniLM's weights load into it."""
 
-    def __init__(self, dim: int = 384, heads: int = 12, ffn: int = 1536, dropout: float = 0.1, eps: float = 1e-12):
+    def __init__(self, dim: int = TEXT_DIM, heads: int = 12, ffn: int = 1536, dropout: float = 0.1, eps: float = 1e-12):
         super().__init__()
         self.attn = MultiHeadAttention(dim, heads, dropout)
         self.norm1 = nn.LayerNorm(dim, eps=eps)

@@ -2,9 +2,9 @@
 a window's features into a ``SentimentResult``.
 
     model = SentimentModel.load()                  # assets/ by default
-    text = model.text_features("i really love it")  # SequenceFeatures [L, 384]
-    audio = model.audio_features(samples_16k)        # SequenceFeatures [F, 387]
-    vision = model.face_features(crops)              # SequenceFeatures [T, 135] (uint8 [T, 48, 48] in)
+    text = model.text_features("i really love it")  # SequenceFeatures [L, TEXT_DIM]
+    audio = model.audio_features(samples_16k)        # SequenceFeatures [F, AUDIO_DIM]
+    vision = model.face_features(crops)              # SequenceFeatures [T, VISION_DIM] (uint8 [T, 48, 48] in)
     result = model.predict(WindowFeatures(text, audio, vision))
 
 Modalities that are None, or whose steps are all invalid, are masked out. With none left
@@ -31,11 +31,12 @@ from models.encoders.audio import AudioEncoder, AudioEncoderConfig
 from models.encoders.face import FaceEncoder, FaceEncoderConfig, encode_faces
 from models.encoders.text import TextEncoder, TextEncoderConfig
 from models.fusion.lnln import LNLN, LNLNConfig
-from models.labels import EMOTIONS, FER_EMOTIONS
 from models.paths import assets_dir
 from models.types import (
     MODALITIES,
     SENTIMENT_CLASSES,
+    VISION_DIM,
+    FusionInputs,
     Modality,
     ModalityEstimate,
     SentimentResult,
@@ -43,7 +44,7 @@ from models.types import (
     WindowFeatures,
     is_coherent,
 )
-from models.unimodal import UnimodalStack, pad_batch
+from models.unimodal import EMOTION_NAMES, StackOutput, UnimodalStack, stack_batch
 
 #: The shipped models: file stem in assets/weights -> (model class, config class).
 SHIPPED = {
@@ -52,7 +53,6 @@ SHIPPED = {
     "face_encoder": (FaceEncoder, FaceEncoderConfig),
     "fusion": (LNLN, LNLNConfig),
 }
-FUSION_INPUTS = ("text", "text_valid", "audio", "audio_valid", "vision", "vision_valid", "evidence", "present")
 
 
 class SentimentModel:
@@ -143,10 +143,10 @@ class SentimentModel:
         return SequenceFeatures(x, valid)
 
     def face_frames(self, crops: np.ndarray) -> np.ndarray:
-        """[N, 135] face embedding + expression logits of uint8 [N, 48, 48] aligned crops,
+        """[N, VISION_DIM] face embedding + expression logits of uint8 [N, 48, 48] aligned crops,
         computed as for the fusion's training windows (``encode_faces``, single views)."""
         if len(crops) == 0:
-            return np.zeros((0, 135), np.float32)
+            return np.zeros((0, VISION_DIM), np.float32)
         out = encode_faces(self.stack.face, np.asarray(crops))
         return np.concatenate([out["emb"], out["logits"]], 1).astype(np.float32)
 
@@ -156,7 +156,7 @@ class SentimentModel:
         frame without a usable face (masked out). The live pipeline encodes each frame once
         and assembles every window that holds it with this."""
         valid = np.array([f is not None for f in frames], bool)
-        out = np.zeros((len(frames), 135), np.float32)
+        out = np.zeros((len(frames), VISION_DIM), np.float32)
         for i, f in enumerate(frames):
             if f is not None:
                 out[i] = f
@@ -169,17 +169,17 @@ class SentimentModel:
         return self.face_sequence([None if c is None else next(rows) for c in crops])
 
     # ------------------------------------------------------------ inference
-    def _fusion(self, inputs: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    def _fusion(self, inputs: FusionInputs) -> tuple[np.ndarray, np.ndarray]:
         """(score [B], spread [B]) of the fusion model."""
         if self._session is not None:
-            feed = {k: inputs[k].numpy() for k in FUSION_INPUTS}
+            feed = {k: v.numpy() for k, v in inputs._asdict().items()}
             score, _, _, spread = self._session.run(None, feed)
             return score, spread
-        out = self.fusion(*(inputs[k] for k in FUSION_INPUTS))
+        out = self.fusion(*inputs)
         return out["score"].numpy(), out["spread"].numpy()
 
     @torch.no_grad()
-    def fuse(self, s: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    def fuse(self, s: StackOutput) -> tuple[np.ndarray, np.ndarray]:
         """(scores [B] in [-3, 3], calibrated probabilities [B, 3]) of a batch of
         ``UnimodalStack`` outputs: the fusion model's score and spread, put against the
         modalities' own estimates (``models.agreement``: confidence lowered by their
@@ -191,18 +191,17 @@ class SentimentModel:
         modality reaches the fusion (none observed, or only gated ones) get the fusion's
         answer on nothing, which ``predict`` replaces by the prior. Used by ``predict`` and
         by the evaluation."""
-        score, spread = self._fusion(s)
-        est = np.stack([s[f"est_{k}_score"].numpy() for k in "tav"], 1)
-        observed = s["observed"].numpy().astype(bool)
-        weight = s["in_domain"].numpy()
-        score, probs = combine(score, spread, est, observed, weight, self.fusion_temperature, self.conflict_gain)
-        pres = s["present"].numpy().astype(bool)
+        score, spread = self._fusion(s.fusion)
+        observed = s.observed.numpy().astype(bool)
+        weight = s.in_domain.numpy()
+        score, probs = combine(score, spread, s.scores(), observed, weight, self.fusion_temperature, self.conflict_gain)
+        pres = s.present.numpy().astype(bool)
         for m in self.single_fallback:
             only = pres[:, m] & (pres.sum(1) == 1) & (observed.sum(1) == 1)
             if only.any():
-                key = "tav"[m]
-                score[only] = s[f"est_{key}_score"].numpy()[only]
-                q = s[f"est_{key}_probs"].numpy()[only].astype(np.float64)
+                e = s.estimates[MODALITIES[m]]
+                score[only] = e.score.numpy()[only]
+                q = e.probs.numpy()[only].astype(np.float64)
                 probs[only] = q / q.sum(1, keepdims=True)
         return score, probs
 
@@ -215,46 +214,25 @@ class SentimentModel:
         used = window.present()
         if not used:
             return self.prior()
-        feats = {m: window.get(m) if m in used else None for m in MODALITIES}
-
-        def seq(m: Modality, dim: int):
-            f = feats[m]
-            return pad_batch([None if f is None else f.values], dim, [None if f is None else f.valid])
-
-        tx, tv = seq(Modality.TEXT, 384)
-        ax, av = seq(Modality.AUDIO, 387)
-        vx, vv = seq(Modality.VISION, 135)
-        present = torch.tensor([[m in used for m in MODALITIES]])
-        batch = {
-            "text_x": tx,
-            "text_valid": tv,
-            "audio_x": ax,
-            "audio_valid": av,
-            "vision_x": vx,
-            "vision_valid": vv,
-            "present": present,
-            "reliability": torch.tensor([[window.reliability_of(m) for m in MODALITIES]], dtype=torch.float32),
-        }
+        batch = stack_batch(
+            *([window.get(m) if m in used else None] for m in MODALITIES),
+            reliability=[[window.reliability_of(m) for m in MODALITIES]],
+        )
         with self._lock:
             s = self.stack(batch)
             score, probs = self.fuse(s)
         probs = probs[0]
-        dom = s["in_domain"][0].numpy()
+        dom = s.in_domain[0].numpy()
         per = {}
-        emos = {Modality.AUDIO: ("est_a_emotions", EMOTIONS), Modality.VISION: ("est_v_emotions", FER_EMOTIONS)}
-        for m, key in zip(MODALITIES, ("t", "a", "v")):
+        for i, m in enumerate(MODALITIES):
             if m not in used:
                 continue
-            p = s[f"est_{key}_probs"][0].numpy().astype(np.float64)
+            e = s.estimates[m]
+            p = e.probs[0].numpy().astype(np.float64)
             p = p / p.sum()
-            detail = {}
-            if m in emos:
-                k, names = emos[m]
-                detail = {n: float(v) for n, v in zip(names, s[k][0].numpy())}
-            per[m] = ModalityEstimate(
-                score=float(s[f"est_{key}_score"][0]), probs=p, detail=detail, in_domain=float(dom[MODALITIES.index(m)])
-            )
-        fused = tuple(m for m, p in zip(MODALITIES, s["present"][0].tolist()) if p)
+            detail = {} if e.emotions is None else {n: float(v) for n, v in zip(EMOTION_NAMES[m], e.emotions[0].numpy())}
+            per[m] = ModalityEstimate(score=float(e.score[0]), probs=p, detail=detail, in_domain=float(dom[i]))
+        fused = tuple(m for m, p in zip(MODALITIES, s.present[0].tolist()) if p)
         if not fused:  # only out-of-domain modalities: nothing reached the fusion
             prior = self.prior()
             return SentimentResult(score=prior.score, probs=prior.probs, used=(), per_modality=per)

@@ -1,7 +1,8 @@
 """Shared types of the data path: modalities, sentiment classes, model inputs and results.
 
-This is the one definition of these types. The streaming side (frames, windows,
-health states) builds on them in ``streaming/types.py``; nothing redefines them.
+This is the one definition of these types, of the feature sizes and of the window shape
+the models were trained on. The streaming side (frames, windows, health states) builds on
+them in ``streaming/types.py``; nothing redefines them.
 
 Conventions
 - A sentiment *score* is on the CMU-MOSI scale, a float in [-3, 3].
@@ -17,8 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 SCORE_MIN, SCORE_MAX = -3.0, 3.0
 SENTIMENT_CLASSES = ("negative", "neutral", "positive")
@@ -35,6 +40,32 @@ class Modality(str, Enum):
 
 
 MODALITIES: tuple[Modality, ...] = (Modality.TEXT, Modality.AUDIO, Modality.VISION)
+
+# Feature sizes: one step of each modality's input (``WindowFeatures``).
+#: a word piece: MiniLM's hidden state (``models.features.text``); the text encoder keeps the width
+TEXT_DIM = 384
+#: an audio frame (``models.features.audio``): Whisper tiny.en's encoder output, then prosody
+#: (energy, pitch, voicing)
+WHISPER_DIM = 384
+PROSODY_DIM = 3
+AUDIO_DIM = WHISPER_DIM + PROSODY_DIM
+#: a video frame: the face encoder's embedding, then its expression logits over
+#: ``models.labels.FER_EMOTIONS`` (``models.encoders.face``)
+FACE_EMB_DIM = 128
+FACE_LOGITS_DIM = 7
+VISION_DIM = FACE_EMB_DIM + FACE_LOGITS_DIM
+#: an audio encoder state (``models.encoders.audio``, 25 per second), the fusion's audio input
+AUDIO_STATE_DIM = 128
+
+# Window shape: what one window holds, as the models were trained (``models.training.composed``)
+# and as the live pipeline cuts it.
+WINDOW_SECONDS = 3.0
+#: audio feature frames per second (16 kHz samples, 20 ms hop) and per window
+AUDIO_FRAME_RATE = 50
+AUDIO_FRAMES = int(WINDOW_SECONDS * AUDIO_FRAME_RATE)
+#: video frames read per second and per window
+VISION_FPS = 5
+VISION_FRAMES = int(WINDOW_SECONDS * VISION_FPS)
 
 
 def score_to_class(score: float | np.ndarray) -> int | np.ndarray:
@@ -81,9 +112,9 @@ class SequenceFeatures:
 class WindowFeatures:
     """Everything the model reads for one window; None marks a modality that is absent.
 
-    text:   [L, 384] MiniLM token features (``models.features.text``)
-    audio:  [F, 387] audio frame features, 50 per second (``models.features.audio``)
-    vision: [T, 135] per frame: face embedding and expression logits of the face encoder
+    text:   [L, TEXT_DIM] MiniLM token features (``models.features.text``)
+    audio:  [F, AUDIO_DIM] audio frame features, AUDIO_FRAME_RATE per second (``models.features.audio``)
+    vision: [T, VISION_DIM] per frame: face embedding and expression logits of the face encoder
     """
 
     text: SequenceFeatures | None = None
@@ -105,6 +136,22 @@ class WindowFeatures:
 
     def present(self) -> tuple[Modality, ...]:
         return tuple(m for m in MODALITIES if (f := self.get(m)) is not None and f.present)
+
+
+class FusionInputs(NamedTuple):
+    """The fusion model's inputs (``models.fusion.lnln.LNLN``), in its argument order: what
+    ``models.unimodal.UnimodalStack`` hands on, what ``models.training.export`` names the
+    ONNX inputs (``FusionInputs._fields``). Masks are True where a step holds an
+    observation. Tensors, or numpy arrays for onnxruntime."""
+
+    text: torch.Tensor  # [B, Lt, TEXT_DIM] the text encoder's token states
+    text_valid: torch.Tensor  # [B, Lt] bool
+    audio: torch.Tensor  # [B, La, AUDIO_STATE_DIM] the audio encoder's states (25 per second)
+    audio_valid: torch.Tensor  # [B, La] bool
+    vision: torch.Tensor  # [B, Lv, VISION_DIM] per-frame face features
+    vision_valid: torch.Tensor  # [B, Lv] bool
+    evidence: torch.Tensor  # [B, 29] each encoder's own conclusions (``models.fusion.lnln.EVIDENCE_DIMS``)
+    present: torch.Tensor  # [B, 3] bool: text, audio, vision reach the fusion
 
 
 class _Scored:

@@ -3,15 +3,10 @@
 
 Training (fusion stage, evaluation) and the live runtime call this same code.
 
-Batch (torch, padded; masks True where a step holds an observation):
-- text_x [B, Lt, 384], text_valid [B, Lt]       MiniLM token features (or, from the
-  training cache, the text encoder's outputs: text_states [B, Lt, 384], text_score [B],
-  text_logits [B, 3])
-- audio_x [B, Fa, 387], audio_valid [B, Fa]     audio frame features
-- vision_x [B, Tv, 135], vision_valid [B, Tv]   per frame: face embedding (128) and
-                                                expression logits (7) of the face encoder
-- present [B, 3] bool                           text, audio, vision reached the model
-- reliability [B, 3] (optional)                 factors on the in-domain scores
+In: a ``StackBatch`` (padded tensors, masks True where a step holds an observation), which
+``stack_batch`` builds from per-window features: the one way the runtime, the training and
+the evaluation batch windows. Out: a ``StackOutput``: the ``FusionInputs``
+(``models.types``) and each modality's own estimate (``UnimodalEstimate``).
 
 Each modality's own estimate is a score with ordinal probabilities (``models.ordinal``):
 text's score is the text encoder's, audio's and vision's the expected score of their
@@ -29,6 +24,10 @@ still true), while its own estimate is still returned.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -40,6 +39,72 @@ from models.encoders.text import TextEncoder, TextEncoderConfig
 from models.labels import EMOTIONS, FER_EMOTIONS, sentiment_matrix
 from models.layers import masked_mean
 from models.ordinal import ordinal_logits
+from models.types import (
+    AUDIO_DIM,
+    FACE_EMB_DIM,
+    MODALITIES,
+    TEXT_DIM,
+    VISION_DIM,
+    WHISPER_DIM,
+    FusionInputs,
+    Modality,
+    SequenceFeatures,
+)
+
+#: the emotions whose probabilities a modality's estimate carries (``UnimodalEstimate.emotions``)
+EMOTION_NAMES: dict[Modality, tuple[str, ...]] = {Modality.AUDIO: EMOTIONS, Modality.VISION: FER_EMOTIONS}
+
+
+class EncodedText(NamedTuple):
+    """The text encoder's outputs computed ahead (the training cache,
+    ``models.training.text.text_states``); the batch's text then holds its token states."""
+
+    score: torch.Tensor  # [B]
+    logits: torch.Tensor  # [B, 3]
+
+
+@dataclass
+class StackBatch:
+    """A padded batch of windows for ``UnimodalStack`` (``stack_batch`` builds it)."""
+
+    text: torch.Tensor  # [B, Lt, TEXT_DIM] MiniLM token features (with text_encoded: the encoder's states)
+    text_valid: torch.Tensor  # [B, Lt] bool
+    audio: torch.Tensor  # [B, Fa, AUDIO_DIM] audio frame features
+    audio_valid: torch.Tensor  # [B, Fa] bool
+    vision: torch.Tensor  # [B, Tv, VISION_DIM] per frame: face embedding and expression logits
+    vision_valid: torch.Tensor  # [B, Tv] bool
+    present: torch.Tensor  # [B, 3] bool: text, audio, vision reached the model
+    reliability: torch.Tensor | None = None  # [B, 3] factors on the in-domain scores
+    text_encoded: EncodedText | None = None
+
+
+class UnimodalEstimate(NamedTuple):
+    """What one modality says on its own, for a batch (``StackOutput.estimates``)."""
+
+    score: torch.Tensor  # [B] in [-3, 3]
+    probs: torch.Tensor  # [B, 3] ordinal, coherent with the score
+    emotions: torch.Tensor | None = None  # [B, K] over EMOTION_NAMES[modality] (audio, vision)
+    #: [B] bool (text): the text encoder's raw score lay outside [-3, 3] and was clamped
+    clamped: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class StackOutput:
+    """What ``UnimodalStack`` makes of a batch."""
+
+    fusion: FusionInputs
+    estimates: dict[Modality, UnimodalEstimate]  # in MODALITIES order
+    observed: torch.Tensor  # [B, 3] bool: the modality had input ("present" is that less the gated ones)
+    in_domain: torch.Tensor  # [B, 3] in-domain scores (0 where not observed)
+
+    @property
+    def present(self) -> torch.Tensor:
+        """[B, 3] bool: the modalities that reach the fusion."""
+        return self.fusion.present
+
+    def scores(self) -> np.ndarray:
+        """[B, 3] each modality's own score, in MODALITIES order."""
+        return np.stack([self.estimates[m].score.numpy() for m in MODALITIES], 1)
 
 
 class UnimodalStack(nn.Module):
@@ -62,7 +127,7 @@ class UnimodalStack(nn.Module):
         # validation data after training
         self.register_buffer("spread", torch.ones(3))
         # in-domain stats (``models.domain``); dom_fitted 0: not loaded, every score 1
-        for k, d in (("t", 384), ("a", 384), ("v", 128)):
+        for k, d in (("t", TEXT_DIM), ("a", WHISPER_DIM), ("v", FACE_EMB_DIM)):
             self.register_buffer(f"dom_{k}_mean", torch.zeros(d))
             self.register_buffer(f"dom_{k}_prec", torch.eye(d))
             self.register_buffer(f"dom_{k}_ref", torch.tensor([1.0, 2.0]))
@@ -96,7 +161,11 @@ class UnimodalStack(nn.Module):
         speaking style as the recogniser's encoder hears them: the emotion encoder's own
         pooled state turned out blind to them, scoring synthetic speech in domain); the
         mean face embedding."""
-        return {"t": masked_mean(t_states, tv), "a": masked_mean(ax[..., :384], av), "v": masked_mean(vx[..., :128], vv)}
+        return {
+            "t": masked_mean(t_states, tv),
+            "a": masked_mean(ax[..., :WHISPER_DIM], av),
+            "v": masked_mean(vx[..., :FACE_EMB_DIM], vv),
+        }
 
     def text_probs(self, logits):
         return (logits / self.temperature[0]).softmax(-1)
@@ -108,41 +177,37 @@ class UnimodalStack(nn.Module):
         return (logits / self.temperature[2]).softmax(-1)
 
     @torch.no_grad()
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Returns the fusion inputs (text, text_valid, audio, audio_valid, vision,
-        vision_valid, evidence, present) and per-modality estimates est_{t,a,v}_score [B],
-        est_{t,a,v}_probs [B, 3] (ordinal, coherent with the score), est_a_emotions [B, 9],
-        est_v_emotions [B, 7], est_t_clamped [B] (the text encoder's raw score lay
-        outside [-3, 3] and was clamped: counted by the evaluation), observed [B, 3] (the
-        modality had input; "present" is that less the gated ones) and in_domain [B, 3]
-        (0 where not observed)."""
-        present = batch["present"].bool()
-        tv = batch["text_valid"].bool() & present[:, :1]
-        av = batch["audio_valid"].bool() & present[:, 1:2]
-        vv = batch["vision_valid"].bool() & present[:, 2:3]
+    def forward(self, batch: StackBatch) -> StackOutput:
+        """The fusion inputs and each modality's own estimate (score, ordinal
+        probabilities, emotion probabilities for audio and vision, and for text whether
+        the raw score was clamped: counted by the evaluation) of a batch."""
+        present = batch.present.bool()
+        tv = batch.text_valid.bool() & present[:, :1]
+        av = batch.audio_valid.bool() & present[:, 1:2]
+        vv = batch.vision_valid.bool() & present[:, 2:3]
         # a modality whose every step is missing is absent
         observed = present & torch.stack([tv.any(1), av.any(1), vv.any(1)], dim=1)
 
-        if "text_states" in batch:  # text encoder outputs computed ahead (training cache)
-            t = {"states": batch["text_states"], "score": batch["text_score"], "logits": batch["text_logits"]}
+        if batch.text_encoded is not None:  # text encoder outputs computed ahead (training cache)
+            t = {"states": batch.text, "score": batch.text_encoded.score, "logits": batch.text_encoded.logits}
         else:
-            t = self.text(batch["text_x"], tv)
+            t = self.text(batch.text, tv)
         t_probs = self.text_probs(t["logits"])
         t_clamped = t["score"].abs() > 3.0
         t_score = t["score"].clamp(-3.0, 3.0)
 
-        a = self.audio(batch["audio_x"], av)
+        a = self.audio(batch.audio, av)
         a_emotions = self.audio_probs(a["logits"])
         a_probs = a_emotions @ self.audio_map
 
-        vx = batch["vision_x"]
+        vx = batch.vision
         v_emotions = masked_mean(self.face_probs(vx[..., -len(FER_EMOTIONS) :]), vv)
         v_probs = v_emotions @ self.face_map
 
-        summ = self.summaries(t["states"], tv, batch["audio_x"], av, vx, vv)
+        summ = self.summaries(t["states"], tv, batch.audio, av, vx, vv)
         dom = torch.stack([self.in_domain(k, summ[k]) for k in domain.KEYS], 1) * observed.float()
-        if "reliability" in batch:  # the caller's own knowledge of the input (WindowFeatures.reliability)
-            dom = dom * batch["reliability"].to(dom.dtype).clamp(0, 1)
+        if batch.reliability is not None:  # the caller's own knowledge of the input (WindowFeatures.reliability)
+            dom = dom * batch.reliability.to(dom.dtype).clamp(0, 1)
         gate = torch.tensor([False, True, True]) & (dom < domain.GATE)
         present = observed & ~gate
         pt, pa, pv = (present[:, i : i + 1].float() for i in range(3))
@@ -164,27 +229,22 @@ class UnimodalStack(nn.Module):
             spread = self.spread[m].expand_as(score)
             return ordinal_logits(score, spread if scale is None else spread / scale).softmax(-1)
 
-        return {
-            "text": t["states"],
-            "text_valid": tv,
-            "audio": a["states"],
-            "audio_valid": a["valid"] & present[:, 1:2],
-            "vision": vx,
-            "vision_valid": vv,
-            "evidence": evidence,
-            "present": present,
-            "observed": observed,
-            "in_domain": dom,
-            "est_t_score": t_score,
-            "est_t_probs": coherent(t_score, 0),
-            "est_t_clamped": t_clamped & present[:, 0],
-            "est_a_score": a_score,
-            "est_a_probs": coherent(a_score, 1, a_dom),
-            "est_a_emotions": a_emotions,
-            "est_v_score": v_score,
-            "est_v_probs": coherent(v_score, 2, v_dom),
-            "est_v_emotions": v_emotions,
+        fusion = FusionInputs(
+            text=t["states"],
+            text_valid=tv,
+            audio=a["states"],
+            audio_valid=a["valid"] & present[:, 1:2],
+            vision=vx,
+            vision_valid=vv,
+            evidence=evidence,
+            present=present,
+        )
+        estimates = {
+            Modality.TEXT: UnimodalEstimate(t_score, coherent(t_score, 0), clamped=t_clamped & present[:, 0]),
+            Modality.AUDIO: UnimodalEstimate(a_score, coherent(a_score, 1, a_dom), emotions=a_emotions),
+            Modality.VISION: UnimodalEstimate(v_score, coherent(v_score, 2, v_dom), emotions=v_emotions),
         }
+        return StackOutput(fusion=fusion, estimates=estimates, observed=observed, in_domain=dom)
 
 
 def pad_batch(
@@ -201,3 +261,52 @@ def pad_batch(
             x[i, : len(s)] = s * v[:, None]
             m[i, : len(s)] = v
     return torch.from_numpy(x), torch.from_numpy(m)
+
+
+#: one window's steps of one modality: None (absent), an array [T, D] (every step
+#: observed), or values with their [T] mask (a ``SequenceFeatures``, or a (values, valid) pair)
+Steps = SequenceFeatures | np.ndarray | tuple[np.ndarray, np.ndarray] | None
+
+
+def _padded(items: Sequence[Steps], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    seqs, valids = [], []
+    for it in items:
+        if isinstance(it, SequenceFeatures):
+            it = (it.values, it.valid)
+        seqs.append(it[0] if isinstance(it, tuple) else it)
+        valids.append(it[1] if isinstance(it, tuple) else None)
+    return pad_batch(seqs, dim, valids)
+
+
+def stack_batch(
+    text: Sequence[Steps],
+    audio: Sequence[Steps],
+    vision: Sequence[Steps],
+    present: np.ndarray | None = None,
+    reliability: np.ndarray | Sequence | None = None,
+    text_encoded: tuple[np.ndarray, np.ndarray] | None = None,
+) -> StackBatch:
+    """The ``UnimodalStack`` batch of B windows from each modality's steps per window
+    (``Steps``; padded with ``pad_batch``, unobserved steps zeroed). ``present`` [B, 3]
+    bool: the modalities that reach the model (default: those not None). ``reliability``
+    [B, 3]: factors on the in-domain scores (``WindowFeatures.reliability``; default none).
+    ``text_encoded``: (scores [B], logits [B, 3]) of the text encoder computed ahead; the
+    text steps are then its token states."""
+    if not len(text) == len(audio) == len(vision):
+        raise ValueError(f"windows per modality differ: {len(text)}, {len(audio)}, {len(vision)}")
+    if present is None:
+        present = [[x is not None for x in row] for row in zip(text, audio, vision)]
+    tx, tv = _padded(text, TEXT_DIM)
+    ax, av = _padded(audio, AUDIO_DIM)
+    vx, vv = _padded(vision, VISION_DIM)
+    return StackBatch(
+        text=tx,
+        text_valid=tv,
+        audio=ax,
+        audio_valid=av,
+        vision=vx,
+        vision_valid=vv,
+        present=torch.from_numpy(np.asarray(present, bool).reshape(len(text), 3)),
+        reliability=None if reliability is None else torch.from_numpy(np.asarray(reliability, np.float32)),
+        text_encoded=None if text_encoded is None else EncodedText(*(torch.from_numpy(np.asarray(x)) for x in text_encoded)),
+    )

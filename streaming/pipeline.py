@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 
 from models.features.audio import SAMPLE_RATE
-from models.types import Modality, SentimentResult, WindowFeatures
+from models.types import VISION_FPS, VISION_FRAMES, WINDOW_SECONDS, Modality, SentimentResult, WindowFeatures
 from streaming.asr_thread import AsrThread
 from streaming.checks import SEVERAL_FACES, AudioChecker, Check, VisionChecker, audio_window_issue, centre_gray, small_gray
 from streaming.faults import FaultInjector
@@ -51,14 +51,12 @@ from streaming.transcript_trust import flag_repeats
 from streaming.types import AudioChunk, Health, HealthStatus, Transcript, VideoFrame, WindowResult
 from streaming.windowing import AnalysedFrame, AudioTrack, VisionTrack, Windower, words_in
 
-VISION_FRAMES = 15  # frames per window the fusion model was trained with (5 per second)
-
 
 @dataclass
 class PipelineConfig:
-    window_s: float = 3.0
+    window_s: float = WINDOW_SECONDS  # the window the fusion model was trained on
     hop_s: float = 1.0
-    vision_fps: float = 5.0  # frames analysed per second (the rest only count as alive)
+    vision_fps: float = float(VISION_FPS)  # frames analysed per second (the rest only count as alive)
     # words this far back from the window's end are read (at least the window): the words of
     # the window itself; context over time comes from the smoothing (streaming.smoothing),
     # so the words of a line already over do not hold the next window to their sentiment
@@ -306,7 +304,7 @@ class Pipeline:
         vision = None
         vision_reliability = 1.0
         if statuses[Modality.VISION].state != Health.DROPPED:
-            frames = self.vision.window(start, end, VISION_FRAMES)
+            frames = self.vision.window(start, end, VISION_FRAMES)  # as many as the model was trained with
             # each frame's face is encoded once, when a window first holds it
             todo = [f for f in frames if f.crop is not None and f.features is None]
             if todo:

@@ -107,8 +107,8 @@ def test_all_missing_returns_prior(model, window):
 
 def test_fusion_network_is_finite_with_nothing_present(model):
     """Below the runtime's short cut: the network itself stays finite on empty input."""
-    from models.runtime import FUSION_INPUTS
     from models.training.export import random_fusion_inputs
+    from models.types import FusionInputs
 
     feed = random_fusion_inputs(3, 5, 7, 4, np.random.default_rng(0))
     feed["present"][:] = False
@@ -116,7 +116,7 @@ def test_fusion_network_is_finite_with_nothing_present(model):
         feed[k][:] = False
     feed["evidence"][:] = 0
     with torch.no_grad():
-        out = model.fusion(*(torch.from_numpy(feed[k]) for k in FUSION_INPUTS))
+        out = model.fusion(*(torch.from_numpy(feed[k]) for k in FusionInputs._fields))
     assert torch.isfinite(out["score"]).all() and torch.isfinite(out["logits"]).all()
 
 

@@ -16,12 +16,13 @@ import torch.nn.functional as F
 from models.features.audio import DIM
 from models.labels import EMOTIONS
 from models.layers import AttentionPool, Block
+from models.types import AUDIO_STATE_DIM
 
 
 @dataclass
 class AudioEncoderConfig:
     in_dim: int = DIM
-    dim: int = 128
+    dim: int = AUDIO_STATE_DIM
     layers: int = 2
     heads: int = 4
     ffn: int = 256

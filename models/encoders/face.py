@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from models.labels import FER_EMOTIONS
+from models.types import FACE_EMB_DIM
 
 INPUT = 44  # training takes random 44x44 crops of the 48x48 faces, inference the centre one
 
@@ -24,7 +25,7 @@ INPUT = 44  # training takes random 44x44 crops of the 48x48 faces, inference th
 class FaceEncoderConfig:
     width: int = 40  # stage widths 40, 80, 160, 320
     blocks: int = 2  # residual blocks per stage
-    emb: int = 128
+    emb: int = FACE_EMB_DIM
     n_emotions: int = len(FER_EMOTIONS)
     dropout: float = 0.2
 

@@ -23,16 +23,16 @@ import threading
 
 import numpy as np
 
+from models.types import AUDIO_DIM, AUDIO_FRAME_RATE, WINDOW_SECONDS
+
 SAMPLE_RATE = 16_000
-HOP = 320  # samples per feature frame (20 ms)
-FRAME_RATE = SAMPLE_RATE // HOP
+FRAME_RATE = AUDIO_FRAME_RATE
+HOP = SAMPLE_RATE // FRAME_RATE  # samples per feature frame (20 ms)
 MAX_SECONDS = 30.0  # Whisper's encoder has 1500 positions
-WHISPER_DIM = 384
-PROSODY_DIM = 3
-DIM = WHISPER_DIM + PROSODY_DIM
+DIM = AUDIO_DIM  # Whisper encoder output, then prosody (``models.types``)
 
 #: the stretch of audio the pipeline encodes at once and training encodes likewise
-WINDOW_SECONDS = 3.0
+#: (``models.types.WINDOW_SECONDS``)
 WINDOW_SAMPLES = int(WINDOW_SECONDS * SAMPLE_RATE)
 
 #: loudness normalisation: target level of the active frames, and the gain limits (a

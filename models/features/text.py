@@ -18,11 +18,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from models.types import TEXT_DIM
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 N_LAYERS = 3
-DIM = 384
+DIM = TEXT_DIM
 MAX_TOKENS = 64  # MOSI's 99th percentile is 50 word pieces
 MAX_CHARS = 2000  # longer input is cut before tokenising
 

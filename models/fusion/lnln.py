@@ -49,6 +49,7 @@ import torch.nn as nn
 
 from models.layers import Block, MultiHeadAttention
 from models.ordinal import MIN_SPREAD, bounded_score, ordinal_logits, spread_from_raw
+from models.types import AUDIO_STATE_DIM, TEXT_DIM, VISION_DIM
 
 EVIDENCE_DIMS = {"text": 5, "audio": 13, "vision": 11}
 EVIDENCE_DIM = sum(EVIDENCE_DIMS.values())
@@ -56,9 +57,9 @@ EVIDENCE_DIM = sum(EVIDENCE_DIMS.values())
 
 @dataclass
 class LNLNConfig:
-    text_dim: int = 384
-    audio_dim: int = 128
-    vision_dim: int = 135
+    text_dim: int = TEXT_DIM
+    audio_dim: int = AUDIO_STATE_DIM
+    vision_dim: int = VISION_DIM
     audio_pool: int = 5  # audio states are averaged in groups of 5 (25/s -> 5/s) first
     # sized for the 2 ms budget of one window on one CPU thread (onnxruntime, batch 1)
     dim: int = 96

@@ -29,6 +29,7 @@ from models.training.feature_cache import (
 )
 from models.training.metrics import fit_temperature
 from models.training.predict import load_stack, predict_audio, predict_text
+from models.types import FACE_EMB_DIM, WHISPER_DIM
 
 
 @torch.no_grad()
@@ -57,7 +58,7 @@ def fit_domain(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:  # 
     split_of = df["split"].to_numpy()
 
     def whisper_mean(rag, i):
-        return rag[i][:, :384].astype(np.float32).mean(0)
+        return rag[i][:, :WHISPER_DIM].astype(np.float32).mean(0)
 
     train_rows = set(np.flatnonzero(split_of == "train").tolist())
     summaries["a", "train"] = np.stack(
@@ -69,7 +70,7 @@ def fit_domain(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:  # 
     )
     for split in ("train", "valid"):
         views = np.load(run / f"face_views_{split}.npy")
-        summaries["v", split] = views[:, :, :128].astype(np.float32).mean(1)
+        summaries["v", split] = views[:, :, :FACE_EMB_DIM].astype(np.float32).mean(1)
     stats = {}
     for k in domain.KEYS:
         stats[k] = domain.fit(summaries[k, "train"], summaries[k, "valid"])
@@ -96,7 +97,7 @@ def calibrate(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     names = FER_EMOTIONS
     fy = np.array([names.index(EMOTIONS[e]) for e in valid.emotion_idx])
     views = np.load(run / "face_views_valid.npy").astype(np.float32)
-    f_temp = fit_temperature(views[:, :, 128:].reshape(-1, len(names)), np.repeat(fy, views.shape[1]))
+    f_temp = fit_temperature(views[:, :, FACE_EMB_DIM:].reshape(-1, len(names)), np.repeat(fy, views.shape[1]))
 
     _, ty, tcls, _ = text_split(cache, "train", data_root)
     class_scores = [float(ty[tcls == c].mean()) for c in range(3)]
@@ -109,7 +110,7 @@ def calibrate(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     a_sent = torch.softmax(torch.from_numpy(a_logits) / a_temp, -1).numpy() @ sentiment_matrix(EMOTIONS)
     a_cls = np.array([sentiment_index(EMOTIONS[e]) for e in df["emotion_idx"].to_numpy()[rows]])
     a_spread = fit_spread((a_sent @ cs)[a_cls >= 0], a_cls[a_cls >= 0])
-    f_probs = torch.softmax(torch.from_numpy(views[:, :, 128:]) / f_temp, -1).mean(1).numpy()  # a window's mean
+    f_probs = torch.softmax(torch.from_numpy(views[:, :, FACE_EMB_DIM:]) / f_temp, -1).mean(1).numpy()  # a window's mean
     f_cls = np.array([sentiment_index(e) for e in np.array(FER_EMOTIONS)[fy]])
     f_spread = fit_spread((f_probs @ sentiment_matrix(FER_EMOTIONS) @ cs)[f_cls >= 0], f_cls[f_cls >= 0])
     out = {

@@ -30,9 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from models.features.audio import FRAME_RATE
 from models.labels import EMOTIONS, sentiment_index
 from models.training.data import load_faces, load_speech, load_text
 from models.training.feature_cache import (
@@ -42,14 +40,10 @@ from models.training.feature_cache import (
     windows_by_clip,
 )
 from models.training.missing import drop_steps
-from models.unimodal import pad_batch
+from models.types import VISION_FRAMES
+from models.unimodal import StackBatch, stack_batch
 
-WINDOW_SECONDS = 3.0
-AUDIO_FRAMES = int(WINDOW_SECONDS * FRAME_RATE)  # frames of one audio window
-VISION_FPS = 5
-VISION_FRAMES = int(WINDOW_SECONDS * VISION_FPS)
-FACE_VIEWS = 4
-TEXT_DIM, AUDIO_DIM, VISION_DIM = 384, 387, 135
+FACE_VIEWS = 4  # jittered views of each FER image, drawn for a window's frames
 
 
 @dataclass(frozen=True)
@@ -104,9 +98,9 @@ class WindowSpec:
 class ComposedData:
     """Pools of one split and the batches built from them.
 
-    face_views: [N_fer_split, FACE_VIEWS, 135] face-encoder outputs of the split's FER images
-    (the views stage, ``models.training.face.face_views``, writes them after training
-    the face encoder).
+    face_views: [N_fer_split, FACE_VIEWS, VISION_DIM] face-encoder outputs of the split's
+    FER images (the views stage, ``models.training.face.face_views``, writes them after
+    training the face encoder).
     """
 
     def __init__(
@@ -275,7 +269,7 @@ class ComposedData:
         rng: np.random.Generator,
         text_override: list[np.ndarray] | None = None,
         augment: bool = False,
-    ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    ) -> tuple[StackBatch, np.ndarray]:
         """Padded batch for ``UnimodalStack`` and the text missing rate of each window.
 
         rates [B, 3]: per-modality step drop rates. Text drops come from cached [UNK]
@@ -283,7 +277,7 @@ class ComposedData:
         (features already computed at the wanted rate) in testing.
         presence [B, 3] bool: whole modalities present.
         """
-        texts, audios, a_valid, visions, v_valid, text_rate = [], [], [], [], [], []
+        texts, audios, visions, text_rate = [], [], [], []
         use_cache = self.encoded is not None and text_override is None
         t_score, t_logits = np.zeros(len(specs), np.float32), np.zeros((len(specs), 3), np.float32)
         for i, s in enumerate(specs):
@@ -309,27 +303,19 @@ class ComposedData:
             if augment and self.audio_variants and rng.random() < 2 / 3:
                 wins = self.audio_variants[int(rng.integers(0, len(self.audio_variants)))][s.audio]
                 seg = wins[int(rng.integers(len(wins)))]
-            audios.append(seg if presence[i, 1] else None)
-            a_valid.append(drop_steps(np.ones(len(seg), bool), rates[i, 1], rng))
+            a_valid = drop_steps(np.ones(len(seg), bool), rates[i, 1], rng)
+            audios.append((seg, a_valid) if presence[i, 1] else None)
 
             frames = self.face_views[s.face, s.views]
-            visions.append(frames if presence[i, 2] else None)
-            v_valid.append(drop_steps(np.ones(len(frames), bool), rates[i, 2], rng))
+            v_valid = drop_steps(np.ones(len(frames), bool), rates[i, 2], rng)
+            visions.append((frames, v_valid) if presence[i, 2] else None)
 
-        tx, tv = pad_batch(texts, TEXT_DIM)
-        ax, av = pad_batch(audios, AUDIO_DIM, a_valid)
-        vx, vv = pad_batch(visions, VISION_DIM, v_valid)
-        batch = {
-            "text_states" if use_cache else "text_x": tx,
-            "text_valid": tv,
-            "audio_x": ax,
-            "audio_valid": av,
-            "vision_x": vx,
-            "vision_valid": vv,
-            "present": torch.from_numpy(np.asarray(presence, bool)),
-            "reliability": torch.tensor([s.reliability for s in specs], dtype=torch.float32),
-        }
-        if use_cache:
-            batch["text_score"] = torch.from_numpy(t_score)
-            batch["text_logits"] = torch.from_numpy(t_logits)
+        batch = stack_batch(
+            texts,
+            audios,
+            visions,
+            present=presence,
+            reliability=[s.reliability for s in specs],
+            text_encoded=(t_score, t_logits) if use_cache else None,
+        )
         return batch, np.array(text_rate, np.float32)

@@ -57,7 +57,7 @@ from models.training.predict import (
     predict_text_models,
 )
 from models.training.speed import benchmark_fusion
-from models.types import is_coherent, score_to_class
+from models.types import FACE_EMB_DIM, MODALITIES, Modality, is_coherent, score_to_class
 
 SEEDS = (0, 1, 2)
 COMPOSED_SEED = 7
@@ -236,7 +236,7 @@ def evaluate_faces(model: SentimentModel, data_root, live_path: bool = True) -> 
             if obs.has_face:
                 crops.append(obs.crop)
         found = np.array(found)
-        lp = model.face_frames(np.stack(crops))[:, 128:].argmax(1)  # what the live runtime computes
+        lp = model.face_frames(np.stack(crops))[:, FACE_EMB_DIM:].argmax(1)  # what the live runtime computes
         single = pred if FRAME_FLIP else pred_single
         res["live_path"] = {
             "face_found": round(100 * float(found.mean()), 2),
@@ -287,25 +287,26 @@ def evaluate_composed(model: SentimentModel, cache: Path, data_root, how: Compos
             f_score, f_probs = model.fuse(s)
             coh["fused_windows"] += len(f_score)
             coh["fused_incoherent"] += sum(not is_coherent(a, b) for a, b in zip(f_score, f_probs))
-            pres_m = s["present"].numpy()
-            for m, key in enumerate("tav"):
-                rows = np.flatnonzero(pres_m[:, m])
-                sc_m, pr_m = s[f"est_{key}_score"].numpy()[rows], s[f"est_{key}_probs"].numpy()[rows].astype(np.float64)
+            pres = s.present.numpy()
+            for m, mod in enumerate(MODALITIES):
+                rows = np.flatnonzero(pres[:, m])
+                e = s.estimates[mod]
+                sc_m, pr_m = e.score.numpy()[rows], e.probs.numpy()[rows].astype(np.float64)
                 coh["estimates"] += len(rows)
                 coh["estimates_incoherent"] += sum(not is_coherent(a, b / b.sum()) for a, b in zip(sc_m, pr_m))
-            coh["text_rows"] += int(pres_m[:, 0].sum())
-            coh["text_clamped"] += int(s["est_t_clamped"].sum())
+            coh["text_rows"] += int(pres[:, 0].sum())
+            coh["text_clamped"] += int(s.estimates[Modality.TEXT].clamped.sum())
             outs["fusion"][0].append(f_score)
             outs["fusion"][1].append(f_probs)
-            pres = s["present"].numpy()
             prior_p = np.tile(model.prior_probs, (len(sp), 1))
             est = {}
-            for name, key, m in (("text", "t", 0), ("audio", "a", 1), ("vision", "v", 2)):
-                sc = np.where(pres[:, m], s[f"est_{key}_score"].numpy(), model.prior_score)
-                pr = np.where(pres[:, m : m + 1], s[f"est_{key}_probs"].numpy(), prior_p)
-                outs[name][0].append(sc)
-                outs[name][1].append(pr)
-                est[name] = (sc, pr, pres[:, m])
+            for m, mod in enumerate(MODALITIES):
+                e = s.estimates[mod]
+                sc = np.where(pres[:, m], e.score.numpy(), model.prior_score)
+                pr = np.where(pres[:, m : m + 1], e.probs.numpy(), prior_p)
+                outs[mod.value][0].append(sc)
+                outs[mod.value][1].append(pr)
+                est[mod.value] = (sc, pr, pres[:, m])
             lf_s, lf_p = late_fusion(
                 np.stack([e[0] for e in est.values()], 1),
                 np.stack([e[1] for e in est.values()], 1),

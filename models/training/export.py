@@ -30,47 +30,47 @@ from models.fusion.lnln import (
     LNLNInference,
 )
 from models.paths import assets_dir
-from models.runtime import FUSION_INPUTS
+from models.types import FusionInputs
 
 
 def random_fusion_inputs(
     b: int, lt: int, la: int, lv: int, rng: np.random.Generator, cfg: LNLNConfig | None = None
 ) -> dict[str, np.ndarray]:
-    """Random fusion inputs with random missing steps and modalities."""
+    """Random fusion inputs with random missing steps and modalities, by ``FusionInputs`` name."""
     cfg = cfg or LNLNConfig()
     present = rng.random((b, 3)) < 0.7
-    return {
-        "text": rng.normal(size=(b, lt, cfg.text_dim)).astype(np.float32),
-        "text_valid": rng.random((b, lt)) < 0.8,
-        "audio": rng.normal(size=(b, la, cfg.audio_dim)).astype(np.float32),
-        "audio_valid": rng.random((b, la)) < 0.8,
-        "vision": rng.normal(size=(b, lv, cfg.vision_dim)).astype(np.float32),
-        "vision_valid": rng.random((b, lv)) < 0.8,
-        "evidence": rng.random((b, EVIDENCE_DIM)).astype(np.float32)
+    return FusionInputs(
+        text=rng.normal(size=(b, lt, cfg.text_dim)).astype(np.float32),
+        text_valid=rng.random((b, lt)) < 0.8,
+        audio=rng.normal(size=(b, la, cfg.audio_dim)).astype(np.float32),
+        audio_valid=rng.random((b, la)) < 0.8,
+        vision=rng.normal(size=(b, lv, cfg.vision_dim)).astype(np.float32),
+        vision_valid=rng.random((b, lv)) < 0.8,
+        evidence=rng.random((b, EVIDENCE_DIM)).astype(np.float32)
         * present.repeat([EVIDENCE_DIMS[k] for k in ("text", "audio", "vision")], axis=1),
-        "present": present,
-    }
+        present=present,
+    )._asdict()
 
 
 def export_fusion(model: LNLN, path: Path) -> None:
     wrapped = LNLNInference(model).eval()
     ex = random_fusion_inputs(2, 12, 40, 9, np.random.default_rng(0), model.cfg)
-    args = tuple(torch.from_numpy(ex[k]) for k in FUSION_INPUTS)
+    args = tuple(torch.from_numpy(ex[k]) for k in FusionInputs._fields)
     b = torch.export.Dim("batch", min=1, max=1024)
     lt = torch.export.Dim("text_len", min=1, max=512)
     la = torch.export.Dim("audio_len", min=1, max=1500)
     lv = torch.export.Dim("vision_len", min=1, max=1024)
-    shapes = (
-        {0: b, 1: lt},
-        {0: b, 1: lt},
-        {0: b, 1: la},
-        {0: b, 1: la},
-        {0: b, 1: lv},
-        {0: b, 1: lv},
-        {0: b},
-        {0: b},
+    shapes = FusionInputs(
+        text={0: b, 1: lt},
+        text_valid={0: b, 1: lt},
+        audio={0: b, 1: la},
+        audio_valid={0: b, 1: la},
+        vision={0: b, 1: lv},
+        vision_valid={0: b, 1: lv},
+        evidence={0: b},
+        present={0: b},
     )
-    _export(wrapped, args, path, list(FUSION_INPUTS), ["score", "logits", "completeness", "spread"], shapes)
+    _export(wrapped, args, path, list(FusionInputs._fields), ["score", "logits", "completeness", "spread"], tuple(shapes))
 
 
 class AudioOutputs(torch.nn.Module):

@@ -218,7 +218,7 @@ def face_swa(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
 
 
 def face_views(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
-    """<run>/face_views_{split}.npy: [N, FACE_VIEWS, 135] face-encoder emb + logits (fp16)."""
+    """<run>/face_views_{split}.npy: [N, FACE_VIEWS, VISION_DIM] face-encoder emb + logits (fp16)."""
     model, _ = checkpoint.load(run / "face_encoder.safetensors", FaceEncoder, FaceEncoderConfig)
     rng = np.random.default_rng(cfg.seed + 3)
     for split in ("train", "valid", "test"):

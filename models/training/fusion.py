@@ -35,11 +35,6 @@ from models.training.predict import load_stack
 from models.unimodal import UnimodalStack
 
 
-def fusion_inputs(s: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """The positional inputs of LNLN from a UnimodalStack output."""
-    return tuple(s[k] for k in ("text", "text_valid", "audio", "audio_valid", "vision", "vision_valid", "evidence", "present"))
-
-
 def valid_conditions(data: ComposedData, seed: int):
     """Fixed validation batches, composed the realistic way
     (``models.training.composed.REALISTIC``): rates 0 / 0.5 / 0.9 (all modalities) and the
@@ -81,9 +76,9 @@ def train_fusion(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
             clean_b, _ = train.batch(sp, np.zeros((n, 3)), np.ones((n, 3), bool), rng)
             noisy_b, text_rate = train.batch(sp, rates, presence, rng, augment=True)
             s_clean, s_noisy = stack(clean_b), stack(noisy_b)
-            out = model(*fusion_inputs(s_noisy))
+            out = model(*s_noisy.fusion)
             with torch.no_grad():
-                ref = model.encode(*fusion_inputs(s_clean))
+                ref = model.encode(*s_clean.fusion)
             y = torch.tensor([s.score for s in sp])
             cls = torch.tensor([s.cls for s in sp])
             task = F.smooth_l1_loss(out["score"], y) + F.cross_entropy(out["logits"], cls)
@@ -93,7 +88,7 @@ def train_fusion(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
             adversarial = F.cross_entropy(real, torch.ones(n, dtype=torch.long)) + F.cross_entropy(
                 fake, torch.zeros(n, dtype=torch.long)
             )
-            pres = s_noisy["present"].float()
+            pres = s_noisy.present.float()
             recon = 0.0
             for m, key in enumerate(("h_t", "h_a", "h_v")):
                 err = ((model.reconstruct(m, out[key]) - ref[m]) ** 2).mean((1, 2))
@@ -169,10 +164,10 @@ def train_fusion_head(cfg: TrainConfig, cache: Path, run: Path, data_root) -> No
                 mod.train()
             if cfg.fusion_head_scope == "head":  # the frozen trunk needs no graph
                 with torch.no_grad():
-                    z = model.trunk(*fusion_inputs(stack(b)))["z"]
+                    z = model.trunk(*stack(b).fusion)["z"]
                 out = model.ordinal(z)
             else:
-                out = model(*fusion_inputs(stack(b)))
+                out = model(*stack(b).fusion)
             y = torch.tensor([s.score for s in sp])
             cls = torch.tensor([s.cls for s in sp])
             loss = F.smooth_l1_loss(out["score"], y) + F.cross_entropy(out["logits"], cls)
@@ -204,12 +199,12 @@ def _save_fusion(model: LNLN, vbatches, run: Path, valid_score: float, **meta) -
     parts = {k: [] for k in ("score", "spread", "est", "observed", "weight", "cls")}
     with torch.no_grad():  # (without it the graphs of every batch are kept: 20+ GB)
         for st, _, c in vbatches:
-            out = model(*fusion_inputs(st))
+            out = model(*st.fusion)
             parts["score"].append(out["score"].numpy())
             parts["spread"].append(out["spread"].numpy())
-            parts["est"].append(np.stack([st[f"est_{k}_score"].numpy() for k in "tav"], 1))
-            parts["observed"].append(st["observed"].numpy())
-            parts["weight"].append(st["in_domain"].numpy())
+            parts["est"].append(st.scores())
+            parts["observed"].append(st.observed.numpy())
+            parts["weight"].append(st.in_domain.numpy())
             parts["cls"].append(c.numpy())
     p = {k: np.concatenate(v) for k, v in parts.items()}
     temp, gain = fit_agreement(p["score"], p["spread"], p["est"], p["observed"], p["weight"], p["cls"])
@@ -224,7 +219,7 @@ def _fusion_valid(model: LNLN, vbatches) -> float:
     model.eval()
     maes, accs = [], []
     for s, y, c in vbatches:
-        out = model(*fusion_inputs(s))
+        out = model(*s.fusion)
         maes.append((out["score"].clamp(-3, 3) - y).abs())
         accs.append((out["logits"].argmax(1) == c).float())
     return float(torch.cat(maes).mean() + 1 - torch.cat(accs).mean())
@@ -264,8 +259,8 @@ def select(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
                 sc, pr = model.fuse(st)
             f_s.append(sc)
             f_p.append(pr.argmax(1))
-            u_s.append(st[f"est_{'tav'[m]}_score"].numpy())
-            u_p.append(st[f"est_{'tav'[m]}_probs"].argmax(1).numpy())
+            u_s.append(st.estimates[mod].score.numpy())
+            u_p.append(st.estimates[mod].probs.argmax(1).numpy())
         crit = {}
         for name, sc, pc in (("fusion", f_s, f_p), ("encoder", u_s, u_p)):
             mae = float(np.abs(np.concatenate(sc) - y).mean())

@@ -36,7 +36,8 @@ from models.encoders.face import (
 from models.encoders.text import TextEncoder, TextEncoderConfig
 from models.labels import EMOTIONS
 from models.training.composed import FACE_VIEWS
-from models.unimodal import UnimodalStack, pad_batch
+from models.types import TEXT_DIM, VISION_DIM, Modality
+from models.unimodal import UnimodalStack, pad_batch, stack_batch
 
 if TYPE_CHECKING:
     from models.runtime import SentimentModel
@@ -51,7 +52,7 @@ def predict_text(model: TextEncoder, feats: list[np.ndarray], batch: int = 256) 
     logits = np.zeros((len(feats), 3), np.float32)
     for i in range(0, len(order), batch):
         idx = order[i : i + batch]
-        x, m = pad_batch([feats[j] for j in idx], 384)
+        x, m = pad_batch([feats[j] for j in idx], TEXT_DIM)
         out = model(x, m)
         scores[idx] = out["score"].numpy()
         logits[idx] = out["logits"].numpy()
@@ -102,14 +103,14 @@ def jitter_views(images: np.ndarray, n_views: int, rng: np.random.Generator) -> 
 def face_view_features(
     model: FaceEncoder, images: np.ndarray, rng: np.random.Generator, n_total: int | None = None, desc: str = "face views"
 ) -> np.ndarray:
-    """fp16 [n_total or N, FACE_VIEWS, 135]: face-encoder embedding + logits of FACE_VIEWS
+    """fp16 [n_total or N, FACE_VIEWS, VISION_DIM]: face-encoder embedding + logits of FACE_VIEWS
     jittered views (``jitter_views``) of each uint8 [N, 48, 48] image; rows past N stay zero."""
-    out = np.zeros((n_total or len(images), FACE_VIEWS, 135), np.float16)
+    out = np.zeros((n_total or len(images), FACE_VIEWS, VISION_DIM), np.float16)
     for i in tqdm(range(0, len(images), 2048), desc=desc):
         views = jitter_views(images[i : i + 2048], FACE_VIEWS, rng)
         n = len(views)
         pred = encode_faces(model, views.reshape(-1, 48, 48), flip=FRAME_FLIP)
-        out[i : i + n] = np.concatenate([pred["emb"], pred["logits"]], 1).reshape(n, FACE_VIEWS, 135)
+        out[i : i + n] = np.concatenate([pred["emb"], pred["logits"]], 1).reshape(n, FACE_VIEWS, VISION_DIM)
     return out
 
 
@@ -132,21 +133,6 @@ def load_stack(run: Path) -> UnimodalStack:
     return stack
 
 
-def text_only_batch(feats: list[np.ndarray]) -> dict[str, torch.Tensor]:
-    """A ``UnimodalStack`` input batch of token feature arrays with text the only modality."""
-    b = len(feats)
-    tx, tv = pad_batch(feats, 384)
-    return {
-        "text_x": tx,
-        "text_valid": tv,
-        "audio_x": torch.zeros(b, 1, 387),
-        "audio_valid": torch.zeros(b, 1, dtype=torch.bool),
-        "vision_x": torch.zeros(b, 1, 135),
-        "vision_valid": torch.zeros(b, 1, dtype=torch.bool),
-        "present": torch.tensor([[True, False, False]] * b),
-    }
-
-
 def predict_text_models(model: SentimentModel, feats: list[np.ndarray], batch: int = 256) -> dict[str, np.ndarray]:
     """Text encoder alone and the fusion model with text only, on token features."""
     order = np.argsort([len(f) for f in feats])
@@ -156,8 +142,8 @@ def predict_text_models(model: SentimentModel, feats: list[np.ndarray], batch: i
     enc_p = np.zeros((len(feats), 3))
     for i in range(0, len(order), batch):
         idx = order[i : i + batch]
-        s = model.stack(text_only_batch([feats[j] for j in idx]))
-        enc[idx] = s["est_t_score"].numpy()
-        enc_p[idx] = s["est_t_probs"].numpy()
+        s = model.stack(stack_batch([feats[j] for j in idx], [None] * len(idx), [None] * len(idx)))
+        enc[idx] = s.estimates[Modality.TEXT].score.numpy()
+        enc_p[idx] = s.estimates[Modality.TEXT].probs.numpy()
         fus[idx], fus_p[idx] = model.fuse(s)
     return {"encoder": enc, "encoder_probs": enc_p, "fusion": fus, "fusion_probs": fus_p}

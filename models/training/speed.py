@@ -15,11 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.types import AUDIO_FRAMES, VISION_FRAMES
+
 
 def benchmark_fusion(assets: Path, n: int = 500) -> dict:
     """Fusion forward pass in onnxruntime, batch 1, one thread, a typical 3 s window
-    (20 word pieces, 75 audio states, 15 face frames); also with what follows it per
-    window: the agreement step (``models.agreement.combine``) and the smoothing."""
+    (20 word pieces, 75 audio states, 15 face frames: ``models.types``' window shape); also
+    with what follows it per window: the agreement step (``models.agreement.combine``) and
+    the smoothing."""
     import onnxruntime as ort
 
     from models.training.export import random_fusion_inputs
@@ -31,7 +34,8 @@ def benchmark_fusion(assets: Path, n: int = 500) -> dict:
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    feed = random_fusion_inputs(1, 20, 75, 15, np.random.default_rng(0))
+    # the audio encoder's states come at half the frame rate
+    feed = random_fusion_inputs(1, 20, AUDIO_FRAMES // 2, VISION_FRAMES, np.random.default_rng(0))
     feed["present"][:] = True
     feed["text_valid"][:] = True
     for _ in range(50):

@@ -31,6 +31,7 @@ from models.training.feature_cache import (
     text_split,
 )
 from models.training.predict import predict_text
+from models.types import TEXT_DIM
 from models.unimodal import pad_batch
 
 
@@ -69,7 +70,7 @@ def train_text(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
                 else:
                     rag, where = variants[int(rng.integers(len(variants)))][keys[j][0]]
                     seqs.append(rag[where[keys[j][1]]])
-            x, m = pad_batch(seqs, 384)
+            x, m = pad_batch(seqs, TEXT_DIM)
             out = model(x, m)
             loss = F.smooth_l1_loss(out["score"], torch.from_numpy(y[b])) + 0.5 * F.cross_entropy(
                 out["logits"], torch.from_numpy(cls[b])
@@ -107,7 +108,7 @@ def text_states(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
         logits = np.zeros((len(feats), 3), np.float32)
         for i in tqdm(range(0, len(order), 256), desc=f"text states {corpus} v{k}"):
             idx = order[i : i + 256]
-            x, m = pad_batch([feats[j] for j in idx], 384)
+            x, m = pad_batch([feats[j] for j in idx], TEXT_DIM)
             out = model(x, m)
             scores[idx] = out["score"].numpy()
             logits[idx] = out["logits"].numpy()
