@@ -153,7 +153,10 @@ class Pipeline:
         self._transport[m] = late
         self._entry[m] = now
         self._arrived_to[m] = max(self._arrived_to[m], end)
-        self._transport_log[m].append((t, late))
+        log = self._transport_log[m]
+        log.append((t, late))
+        while log[0][0] < t - self.cfg.keep_s:  # windows look back no further than keep_s
+            log.popleft()
 
     def advance(self, now: float) -> list[WindowResult]:
         """Time passes with no new item: releases delayed items, emits due windows."""
