@@ -70,7 +70,7 @@ def _export(s, stem: str):
     """(csv, jsonl) paths of a session's windows, or None with a warning when there is none."""
     import tempfile
 
-    if s is None or not s.rows:
+    if s is None or not s.results:
         gr.Warning("Nothing to export yet: no window has come out.")
         return None
     c, j = s.write_exports(tempfile.mkdtemp(prefix="export-"), stem)

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import weakref
 
+from streaming.types import HealthStatus, WindowResult
+
 STATE_STYLE = {"OK": "#1b7f3b", "DEGRADED": "#b86e00", "DROPPED": "#b3261e"}
 TRANSCRIPT_SPAN_S = 60.0  # the transcript panel shows the words of the last minute
 #: what each session was last drawn from (``Views.values``), so an unchanged one is skipped
 _DRAWN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: each session's timeline (``streaming.plot.Timeline``), kept and moved on with its windows
+_TIMELINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+TIMELINE_WINDOWS = 120  # the timeline reads the latest windows ...
+TIMELINE_HORIZON_S = 90.0  # ... and shows this many seconds of them
 
 
 def _esc(text: str) -> str:
@@ -17,15 +23,19 @@ def _esc(text: str) -> str:
     return html.escape(str(text), quote=True)
 
 
-def health_html(row: dict | None, errors: dict[str, str] | None = None) -> str:
+def health_html(w: WindowResult | None, errors: dict[str, str] | None = None) -> str:
     """Per-modality badges: state, reason, the modality's own estimate."""
+    from models.types import Modality
+
     cards = []
     for m in ("vision", "audio", "text"):
-        if row is None:
+        mod = Modality(m)
+        if w is None:
             state, reason, score = "waiting", errors.get(m, "") if errors else "", None
         else:
-            d = row["modalities"][m]
-            state, reason, score = d["state"], d["reason"], d["score"]
+            h = w.health.get(mod, HealthStatus())
+            est = w.result.per_modality.get(mod)
+            state, reason, score = h.state.value, h.reason, None if est is None else est.score
         colour = STATE_STYLE.get(state, "#666")
         est = "" if score is None else f"<div style='font-size:0.85em'>own estimate {score:+.2f}</div>"
         cards.append(
@@ -37,28 +47,31 @@ def health_html(row: dict | None, errors: dict[str, str] | None = None) -> str:
     return "<div style='display:flex;gap:4px'>" + "".join(cards) + "</div>"
 
 
-def score_html(row: dict | None) -> str:
-    if row is None:
+def score_html(w: WindowResult | None) -> str:
+    """The headline: the smoothed estimate with the window's own beside it, or "no data"."""
+    if w is None:
         return (
             "<div class='headline' data-state='waiting' style='font-size:1.1em;color:#666'>waiting for the first window...</div>"
         )
-    if row.get("no_data"):
-        why = "; ".join(f"{m} {d['reason'] or d['state']}" for m, d in row["modalities"].items())
+    if w.no_data:
+        from models.types import MODALITIES
+
+        health = [(m.value, w.health.get(m, HealthStatus())) for m in MODALITIES]
+        why = "; ".join(f"{m} {h.reason or h.state.value}" for m, h in health)
         return (
             "<div class='headline' data-state='no-data' style='font-size:1.6em;color:#666'><b>no data</b> "
-            f"<span style='font-size:0.6em'>no modality is usable in window {row['t_start']:.0f}-{row['t_end']:.0f} s "
+            f"<span style='font-size:0.6em'>no modality is usable in window {w.t_start:.0f}-{w.t_end:.0f} s "
             f"({_esc(why)}), so there is no estimate</span></div>"
         )
     # the headline is the smoothed estimate (streaming.smoothing); the window's own beside it
-    s = row.get("smoothed_score", row["score"])
-    label = row.get("smoothed_label", row["label"])
-    conf = row.get("smoothed_confidence", row["confidence"])
+    own, sm = w.result, w.current
+    s, label, conf = sm.score, sm.label, sm.confidence
     pos = (s + 3) / 6 * 100
     return (
         f"<div class='headline' data-state='estimate' style='font-size:1.6em'><b>{label}</b> &nbsp; score {s:+.2f} "
         f"<span style='font-size:0.6em;color:#555'>(-3 very negative .. +3 very positive), confidence "
-        f"{conf:.2f}, smoothed over the latest windows; the latest alone: {row['label']} "
-        f"{row['score']:+.2f} ({row['confidence']:.2f}), window {row['t_start']:.0f}-{row['t_end']:.0f} s</span></div>"
+        f"{conf:.2f}, smoothed over the latest windows; the latest alone: {own.label} "
+        f"{own.score:+.2f} ({own.confidence:.2f}), window {w.t_start:.0f}-{w.t_end:.0f} s</span></div>"
         f"<div style='position:relative;height:10px;background:linear-gradient(90deg,#d62728,#9e9e9e,#1f77b4);"
         f"border-radius:5px;margin:4px 0'><div style='position:absolute;left:calc({pos:.1f}% - 3px);top:-3px;"
         f"width:6px;height:16px;background:#000;border-radius:2px'></div></div>"
@@ -121,23 +134,32 @@ class Views:
         session was last drawn (a new pipeline, ``LiveSession.generation``, is a change)."""
         if session is None:
             return [score_html(None), None, health_html(None), transcript_md([], []), None, ""]
-        latest = session.latest()
-        key = (session.generation, len(session.rows), latest and latest["t_end"], tuple(sorted(session.errors.items())))
+        w = session.latest()
+        key = (session.generation, w and (w.t_end, id(w)), tuple(sorted(session.errors.items())))
         if not force and _DRAWN.get(session) == key:
             return [gr.skip()] * 6
         _DRAWN[session] = key
-        row = latest
-        from streaming.plot import timeline_figure
+        from streaming.plot import Timeline
 
-        rows = session.rows[-120:]
-        fig = timeline_figure(rows, session.faults.timeline(), horizon=90) if rows else None
-        label = None if row is None or row.get("no_data") else row["confidences"]
+        plot = None
+        if w is not None:
+            from gradio.components.plot import PlotData
+            from gradio.processing_utils import encode_plot_to_base64
+
+            timeline = _TIMELINES.setdefault(session, Timeline())
+            recent = session.windows(TIMELINE_WINDOWS)
+            # rendered here, under the timeline's lock, as gr.Plot would render a figure: the
+            # session's other events may move the same figure on meanwhile
+            with timeline.lock:
+                fig = timeline.update(recent, session.faults.timeline(), horizon=TIMELINE_HORIZON_S)
+                plot = PlotData(type="matplotlib", plot=encode_plot_to_base64(fig, "webp"))
+        label = None if w is None or w.no_data else w.result.confidences()
         return [
-            score_html(row),
+            score_html(w),
             label,
-            health_html(row, session.errors),
+            health_html(w, session.errors),
             transcript_md(*session.transcript_view()),
-            fig,
+            plot,
             status_md(session),
         ]
 
@@ -147,15 +169,15 @@ def status_md(session) -> str:
     processing behind the media, not a sensor fault), frames skipped to keep up, and input
     errors."""
     lat = session.latency()
-    row = session.latest()
+    w = session.latest()
     parts = []
     if lat:
         parts.append(
             f"window latency: last {lat['last']:.0f} ms, p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms "
-            f"over {min(len(session.rows), 300)} windows"
+            f"over {min(len(session.results), 300)} windows"
         )
-    if row is not None:
-        lag = row.get("lag", {})
+    if w is not None:
+        lag = w.lag
         server = lag.get("server")
         asr = lag.get("recogniser")
         transport = lag.get("transport")

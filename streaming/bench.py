@@ -69,10 +69,10 @@ def main(argv=None) -> dict:
 
     src = FileReplay(clip, realtime=True, loop=True)
     t0 = time.monotonic()
-    drive(src, push, stop=lambda: time.monotonic() - t0 > args.seconds)
+    windows = drive(src, push, stop=lambda: time.monotonic() - t0 > args.seconds)
     pipe.close()
     asr_ms = pipe.recogniser_ms
-    res = pipe.results[1:]  # the first window includes loading
+    res = windows[1:]  # the first window includes loading
     lat = np.array([r.latency_ms for r in res])
     out = {
         "machine": machine(),

@@ -47,7 +47,7 @@ from streaming.checks import SEVERAL_FACES, AudioChecker, Check, VisionChecker, 
 from streaming.faults import FaultInjector
 from streaming.health import HealthConfig, HealthMonitor
 from streaming.smoothing import Smoother, SmoothingConfig
-from streaming.transcript_trust import flag_repeats
+from streaming.transcript_trust import sort_window_words
 from streaming.types import AudioChunk, Health, HealthStatus, Transcript, VideoFrame, WindowResult
 from streaming.windowing import AnalysedFrame, AudioTrack, VisionTrack, Windower, words_in
 
@@ -121,7 +121,6 @@ class Pipeline:
         self.settle_now = self.cfg.settle_s  # how long after its end a window is judged now
         self._transport_log = {m: deque(maxlen=4096) for m in self._transport}
         self._lock = threading.RLock()
-        self.results: list[WindowResult] = []
         self.asr_ms: list[float] = []  # recogniser step times in sync mode (all modes: recogniser_ms)
 
     # ------------------------------------------------------------ input
@@ -270,7 +269,6 @@ class Pipeline:
         out = []
         for start, end in self.windower.due(due):
             out.append(self._window(start, end, self._clock))
-        self.results.extend(out)
         return out
 
     def _recognise(self, now: float) -> Transcript | None:
@@ -329,31 +327,8 @@ class Pipeline:
         if statuses[Modality.AUDIO].state != Health.DROPPED and ok.any():
             audio = self.model.audio_features(samples, AudioTrack.frame_valid(ok))
 
-        # text: the words the recogniser has returned. In thread mode it decodes behind the
-        # audio; the words read end where its last decode ended, and the rest is lag
-        words: list = []
-        text_end = end
-        lo = end - max(cfg.text_context_s, cfg.window_s)
-        if tr is not None:
-            if self._asr_thread is not None:
-                text_end = min(end, max(tr.t, self._asr_thread.decoded_to))
-            lo = text_end - max(cfg.text_context_s, cfg.window_s)
-            words = words_in(tr.committed + tr.partial, lo, text_end)
-        reasons = flag_repeats([w.text for w in words], [w.suspect for w in words], [(w.start, w.end) for w in words])
-        trusted = [w for w, why in zip(words, reasons) if not why]
-        n_committed = len(words_in(tr.committed, lo, text_end)) if words else 0
-        committed = " ".join(w.text.strip() for w, why in zip(words[:n_committed], reasons) if not why)
-        partial = " ".join(w.text.strip() for w, why in zip(words[n_committed:], reasons[n_committed:]) if not why)
-        suppressed = " ".join(w.text.strip() for w, why in zip(words, reasons) if why)
-        if self._asr is None:
-            statuses[Modality.TEXT] = (
-                HealthStatus(Health.OK, "typed text") if self._typed_text else HealthStatus(Health.DROPPED, "no recogniser")
-            )
-        else:
-            statuses[Modality.TEXT] = self.health.text(
-                statuses[Modality.AUDIO], len(trusted), now, start, [why for why in reasons if why]
-            )
-        text_str = " ".join(w.text.strip() for w in trusted).strip()
+        statuses[Modality.TEXT], words, text_end = self._text(tr, start, end, statuses[Modality.AUDIO], now)
+        text_str, committed = words.text, words.committed
         if self._typed_text is not None:
             text_str = (self._typed_text[1] + " " + text_str).strip()
             committed = (self._typed_text[1] + " " + committed).strip()
@@ -370,7 +345,26 @@ class Pipeline:
         late = [x for log in self._transport_log.values() for t, x in log if start <= t < end]
         if late:  # the latest any of the window's items reached the pipeline
             lag["transport"] = round(max(late), 2)
-        return WindowResult(start, end, result, statuses, committed, partial, latency, smoothed, suppressed, lag)
+        return WindowResult(start, end, result, statuses, committed, words.partial, latency, smoothed, words.suppressed, lag)
+
+    def _text(self, tr: Transcript | None, start: float, end: float, audio: HealthStatus, now: float):
+        """The window's words and the text's health: (status, ``WindowWords``, where the
+        words read end). In thread mode the recogniser decodes behind the audio: the words
+        read end where its last decode ended, and the rest is lag."""
+        cfg = self.cfg
+        text_end = end
+        committed, partial = [], []
+        if tr is not None:
+            if self._asr_thread is not None:
+                text_end = min(end, max(tr.t, self._asr_thread.decoded_to))
+            lo = text_end - max(cfg.text_context_s, cfg.window_s)
+            committed, partial = words_in(tr.committed, lo, text_end), words_in(tr.partial, lo, text_end)
+        words = sort_window_words(committed, partial)
+        if self._asr is None:
+            status = HealthStatus(Health.OK, "typed text") if self._typed_text else HealthStatus(Health.DROPPED, "no recogniser")
+        else:
+            status = self.health.text(audio, len(words.trusted), now, start, words.reasons)
+        return status, words, text_end
 
     def flush(self, end: float | None = None) -> list[WindowResult]:
         """End of stream at ``end`` (default: where the data pushed so far end). The
@@ -393,9 +387,7 @@ class Pipeline:
             out = self._advance(end)
             tail = self.windower.tail(end)
             if tail is not None:
-                w = self._window(tail[0], tail[1], self._clock)
-                self.results.append(w)
-                out.append(w)
+                out.append(self._window(tail[0], tail[1], self._clock))
             return out
 
     def close(self) -> None:

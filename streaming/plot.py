@@ -1,21 +1,31 @@
 """The sentiment timeline: score with its confidence band, class probabilities and each
-sensor's health, with fault intervals shaded. Used by the simulator and the UI."""
+sensor's health, with fault intervals shaded. Used by the simulator and the UI.
+
+``Timeline`` keeps one figure and moves its artists to new windows (the UI redraws it on
+every window); ``timeline_figure`` draws a figure once."""
 
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import numpy as np  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from models.types import MODALITIES, SENTIMENT_CLASSES  # noqa: E402
+from streaming.types import HealthStatus, WindowResult  # noqa: E402
 
 STATE_COLOURS = {"OK": "#2ca02c", "DEGRADED": "#ff9f1c", "DROPPED": "#d62728"}
 CLASS_COLOURS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#1f77b4"}
 FAULT_COLOURS = {"vision": "#9467bd", "audio": "#17becf", "text": "#bcbd22"}
+#: the gid of a fault label's text (tests and callers find the labels by it)
+FAULT_LABEL_GID = "fault-label"
+_FAULT_GIDS = (FAULT_LABEL_GID, "fault-band", "fault-span")  # redrawn on every update
 
 
 def confidence_band(score: np.ndarray, confidence: np.ndarray, width: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
@@ -24,75 +34,148 @@ def confidence_band(score: np.ndarray, confidence: np.ndarray, width: float = 1.
     return np.clip(score - half, -3, 3), np.clip(score + half, -3, 3)
 
 
-def timeline_figure(rows: list[dict], faults=(), title: str = "", horizon: float | None = None):
-    """A matplotlib figure of windows given as ``WindowResult.to_json()`` dicts; ``faults``:
-    ``streaming.faults.Fault`` objects (or (modality, label, start, end) tuples) to shade.
-    ``horizon``: show only the last so many seconds."""
-    # a Figure of its own, not pyplot's global state: the UI draws from several threads
-    fig = Figure(figsize=(10, 6.2))
-    axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.4, 1.2]})
-    ax, axp, axh = axes
-    if rows:
-        t = np.array([r["t_end"] for r in rows], float)
-        s = np.array([r["score"] for r in rows], float)  # None (no data) -> NaN: a gap in the line
-        c = np.array([r["confidence"] for r in rows], float)
-        lo, hi = confidence_band(s, c)
-        ax.fill_between(t, lo, hi, color="#1f77b4", alpha=0.18, step=None, label="confidence band")
-        ax.plot(t, s, "-o", color="#1f77b4", ms=3, lw=1.5, label="fused score (window)")
-        if all("smoothed_score" in r for r in rows):
-            sm = np.array([r["smoothed_score"] for r in rows], float)
-            ax.plot(t, sm, "-", color="#ff7f0e", lw=2.2, label="smoothed")
-        # each window stands for the stretch since the previous window's end (the first, and
-        # a recording shorter than one window, for its own span)
-        t0 = np.array([r.get("t_start", r["t_end"] - 1.0) for r in rows], float)
-        left = np.maximum(t0, np.concatenate([[-np.inf], t[:-1]]))
-        width = np.maximum(t - left, 1e-3)
-        # a no-data window (``no_data``: no modality usable) has no estimate: a gap, not a bar
-        probs = np.nan_to_num(np.array([[r["confidences"][k] for k in SENTIMENT_CLASSES] for r in rows], float))
-        bottom = np.zeros(len(rows))
-        for j, k in enumerate(SENTIMENT_CLASSES):
-            axp.bar(left, probs[:, j], width, bottom=bottom, align="edge", color=CLASS_COLOURS[k], label=k, alpha=0.8, lw=0)
-            bottom += probs[:, j]
-        for i, m in enumerate(MODALITIES):
-            states = [r["modalities"][m.value]["state"] for r in rows]
-            for a, w, st in zip(left, width, states):
-                axh.barh(i, w, left=a, color=STATE_COLOURS.get(st, "#777"), height=0.7, edgecolor="none")
-        first = min(t0.min(), t.min() - 3)
-        x0 = first if horizon is None else max(t.max() - horizon, first)
-        ax.set_xlim(x0, t.max() + 0.2)
-    x_lo = ax.get_xlim()[0] if rows else -math.inf
-    spans = []
-    for f in faults:
-        m, label, a, b = (f.modality.value, f.kind.value, f.start, f.end) if hasattr(f, "kind") else f
-        if math.isinf(b):
-            b = rows[-1]["t_end"] if rows else a + 1
-        a = max(a, x_lo)  # only the part inside the shown stretch
-        if b <= a:
+def _rects(left: np.ndarray, width: np.ndarray, bottom, height) -> np.ndarray:
+    """[N, 4, 2] rectangle corners for a PolyCollection."""
+    left, width = np.asarray(left, float), np.asarray(width, float)
+    bottom = np.broadcast_to(np.asarray(bottom, float), left.shape)
+    height = np.broadcast_to(np.asarray(height, float), left.shape)
+    x = np.stack([left, left, left + width, left + width], 1)
+    y = np.stack([bottom, bottom + height, bottom + height, bottom], 1)
+    return np.stack([x, y], -1)
+
+
+def _band(t: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
+    """The band's polygons between ``lo`` and ``hi``, one per run of windows with a score
+    (a no-data window leaves a gap)."""
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    polys, i = [], 0
+    while i < len(t):
+        if not ok[i]:
+            i += 1
             continue
-        for axis in axes:
-            axis.axvspan(a, b, color=FAULT_COLOURS.get(m, "#999"), alpha=0.15, lw=0)
-        spans.append((m, f"{m}:{label}", a, b))
-    ax.axhline(0, color="#999", lw=0.8)
-    ax.set_ylim(-3.05, 3.05)
-    ax.set_ylabel("sentiment score")
-    ax.legend(loc="lower left", fontsize=8)
-    axp.set_ylim(0, 1)
-    axp.set_ylabel("class prob.")
-    axp.legend(loc="lower left", fontsize=7, ncol=3)
-    axh.set_yticks(range(len(MODALITIES)), [m.value for m in MODALITIES])
-    axh.set_ylim(-0.6, len(MODALITIES) - 0.4)
-    axh.set_xlabel("time (s, window end)")
-    axh.set_title("sensor health: green OK, orange DEGRADED, red DROPPED", fontsize=8, loc="left")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    if spans:
-        fault_labels(ax, spans)
-    return fig
+        j = i
+        while j < len(t) and ok[j]:
+            j += 1
+        xs = np.concatenate([t[i:j], t[i:j][::-1]])
+        ys = np.concatenate([lo[i:j], hi[i:j][::-1]])
+        polys.append(np.stack([xs, ys], 1))
+        i = j
+    return polys
 
 
-#: the gid of a fault label's text (tests and callers find the labels by it)
-FAULT_LABEL_GID = "fault-label"
+class Timeline:
+    """One timeline figure, kept and updated: ``update(results, faults, horizon)`` moves its
+    lines and bars to the windows given (``WindowResult`` objects, oldest first) and shades
+    ``faults`` (``streaming.faults.Fault`` objects or (modality, label, start, end) tuples);
+    ``figure`` is the matplotlib figure. The layout is fitted on the first update that has
+    windows, and kept: an update only sets data, so it costs a few milliseconds where
+    building the figure costs about a second (``python -m streaming.plot --bench``)."""
+
+    def __init__(self, title: str = "") -> None:
+        # a Figure of its own, not pyplot's global state: the UI draws from several threads.
+        # ``lock``: held by ``update``; a caller that renders the figure while other threads
+        # may update it holds it too (``app.views``)
+        self.lock = threading.RLock()
+        fig = self.figure = Figure(figsize=(10, 6.2))
+        axes = self.axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.4, 1.2]})
+        ax, axp, axh = axes
+        self.band = PolyCollection([], color="#1f77b4", alpha=0.18, lw=0, label="confidence band")
+        ax.add_collection(self.band, autolim=False)
+        (self.line,) = ax.plot([], [], "-o", color="#1f77b4", ms=3, lw=1.5, label="fused score (window)")
+        (self.smooth,) = ax.plot([], [], "-", color="#ff7f0e", lw=2.2, label="smoothed")
+        self.bars = []
+        for k in SENTIMENT_CLASSES:
+            c = PolyCollection([], facecolor=CLASS_COLOURS[k], alpha=0.8, lw=0, label=k)
+            axp.add_collection(c, autolim=False)
+            self.bars.append(c)
+        self.health = PolyCollection([], lw=0)
+        axh.add_collection(self.health, autolim=False)
+        ax.axhline(0, color="#999", lw=0.8)
+        ax.set_ylim(-3.05, 3.05)
+        ax.set_ylabel("sentiment score")
+        ax.legend(loc="lower left", fontsize=8)
+        axp.set_ylim(0, 1)
+        axp.set_ylabel("class prob.")
+        axp.legend(loc="lower left", fontsize=7, ncol=3)
+        axh.set_yticks(range(len(MODALITIES)), [m.value for m in MODALITIES])
+        axh.set_ylim(-0.6, len(MODALITIES) - 0.4)
+        axh.set_xlabel("time (s, window end)")
+        axh.set_title("sensor health: green OK, orange DEGRADED, red DROPPED", fontsize=8, loc="left")
+        if title:
+            ax.set_title(title)
+        self._laid_out = False
+
+    def update(self, results: Sequence[WindowResult], faults=(), horizon: float | None = None) -> Figure:
+        """Shows ``results`` (only the last ``horizon`` seconds, when given) and ``faults``;
+        returns ``figure``."""
+        with self.lock:
+            self._draw(list(results), list(faults), horizon)
+        return self.figure
+
+    def _draw(self, results: list[WindowResult], faults: list, horizon: float | None) -> None:
+        ax, axp, axh = self.axes
+        for axis in self.axes:  # the last update's fault shading and labels
+            for a in [*axis.patches, *axis.texts]:
+                if a.get_gid() in _FAULT_GIDS:
+                    a.remove()
+        if results:
+            t = np.array([w.t_end for w in results], float)
+            t0 = np.array([w.t_start for w in results], float)
+            empty = np.array([w.no_data for w in results])
+            # a no-data window (no modality usable) has no estimate: a gap, not a point or a bar
+            s = np.where(empty, np.nan, [w.result.score for w in results])
+            c = np.where(empty, np.nan, [w.result.confidence for w in results])
+            sm = np.where(empty, np.nan, [w.current.score for w in results])
+            probs = np.where(empty[:, None], 0.0, np.array([w.result.probs for w in results], float).reshape(len(t), -1))
+            self.band.set_verts(_band(t, *confidence_band(s, c)))
+            self.line.set_data(t, s)
+            self.smooth.set_data(t, sm)
+            # each window stands for the stretch since the previous window's end (the first, and
+            # a recording shorter than one window, for its own span)
+            left = np.maximum(t0, np.concatenate([[-np.inf], t[:-1]]))
+            width = np.maximum(t - left, 1e-3)
+            bottom = np.zeros(len(t))
+            for j, bars in enumerate(self.bars):
+                bars.set_verts(_rects(left, width, bottom, probs[:, j]))
+                bottom = bottom + probs[:, j]
+            verts, colours = [], []
+            for i, m in enumerate(MODALITIES):
+                verts.append(_rects(left, width, i - 0.35, 0.7))
+                colours += [STATE_COLOURS.get(w.health.get(m, HealthStatus()).state.value, "#777") for w in results]
+            self.health.set_verts(np.concatenate(verts))
+            self.health.set_facecolor(colours)
+            first = min(t0.min(), t.min() - 3)
+            x0 = first if horizon is None else max(t.max() - horizon, first)
+            ax.set_xlim(x0, t.max() + 0.2)
+        else:
+            for artist in (self.band, *self.bars, self.health):
+                artist.set_verts([])
+            self.line.set_data([], [])
+            self.smooth.set_data([], [])
+        x_lo = ax.get_xlim()[0] if results else -math.inf
+        spans = []
+        for f in faults:
+            m, label, a, b = (f.modality.value, f.kind.value, f.start, f.end) if hasattr(f, "kind") else f
+            if math.isinf(b):
+                b = results[-1].t_end if results else a + 1
+            a = max(a, x_lo)  # only the part inside the shown stretch
+            if b <= a:
+                continue
+            for axis in self.axes:
+                axis.axvspan(a, b, color=FAULT_COLOURS.get(m, "#999"), alpha=0.15, lw=0, gid="fault-span")
+            spans.append((m, f"{m}:{label}", a, b))
+        if not self._laid_out:
+            self.figure.tight_layout()
+            self._laid_out = bool(results)
+        if spans:
+            fault_labels(ax, spans)
+
+
+def timeline_figure(results: Sequence[WindowResult], faults=(), title: str = "", horizon: float | None = None) -> Figure:
+    """A matplotlib figure of ``results`` (``WindowResult`` objects, oldest first), drawn
+    once; ``faults``: ``streaming.faults.Fault`` objects (or (modality, label, start, end)
+    tuples) to shade. ``horizon``: show only the last so many seconds."""
+    return Timeline(title).update(results, faults, horizon)
 
 
 def fault_labels(ax, spans, fontsize: float = 7.5, gap_px: float = 6.0) -> list:
@@ -158,6 +241,7 @@ def fault_labels(ax, spans, fontsize: float = 7.5, gap_px: float = 6.0) -> list:
                 lw=0,
                 zorder=1.5,
                 clip_on=True,
+                gid="fault-band",
             )
         )
         t.set_transform(blend)
@@ -165,6 +249,58 @@ def fault_labels(ax, spans, fontsize: float = 7.5, gap_px: float = 6.0) -> list:
     return texts
 
 
-def save_timeline(rows: list[dict], path, faults=(), title: str = "") -> None:
-    fig = timeline_figure(rows, faults, title)
-    fig.savefig(path, dpi=110)
+def save_timeline(results: Sequence[WindowResult], path, faults=(), title: str = "") -> None:
+    timeline_figure(results, faults, title).savefig(path, dpi=110)
+
+
+def bench(n: int = 120, updates: int = 10) -> dict[str, float]:
+    """Milliseconds per window of the UI's timeline, as the UI draws it (the last ``n``
+    windows, a 90 s horizon, two faults) and as Gradio renders it (webp): building a new
+    figure each time against updating one ``Timeline``."""
+    import io
+    import time
+
+    from models.types import Modality, SentimentResult
+    from streaming.types import Health
+
+    rng = np.random.default_rng(0)
+
+    def window(t: float) -> WindowResult:
+        p = rng.dirichlet([2, 2, 2])
+        r = SentimentResult(float(rng.uniform(-2.8, 2.8)), p, tuple(Modality))
+        return WindowResult(t - 3.0, t, r, {m: HealthStatus(Health.OK) for m in MODALITIES})
+
+    results = [window(float(t)) for t in range(3, n + 3 + updates)]
+    faults = [("vision", "drop", 20, 40), ("audio", "noise", 60, math.inf)]
+
+    def render(fig) -> None:
+        with io.BytesIO() as buf:
+            fig.savefig(buf, format="webp")
+
+    out = {}
+    t0 = time.perf_counter()
+    for i in range(updates):
+        timeline_figure(results[i : i + n], faults, horizon=90)
+    out["build_ms"] = (time.perf_counter() - t0) / updates * 1000
+    tl = Timeline()
+    tl.update(results[:n], faults, horizon=90)
+    t0 = time.perf_counter()
+    for i in range(updates):
+        tl.update(results[i : i + n], faults, horizon=90)
+    out["update_ms"] = (time.perf_counter() - t0) / updates * 1000
+    t0 = time.perf_counter()
+    for _ in range(updates):
+        render(tl.figure)
+    out["render_ms"] = (time.perf_counter() - t0) / updates * 1000
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+    import platform
+
+    ap = argparse.ArgumentParser(description="Time the UI's timeline: a new figure per window against one updated.")
+    ap.add_argument("--bench", action="store_true", help="print milliseconds per window")
+    if ap.parse_args().bench:
+        figures = bench()
+        print(f"{platform.processor() or platform.machine()}: " + ", ".join(f"{k} {v:.0f}" for k, v in figures.items()))

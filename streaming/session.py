@@ -5,7 +5,7 @@ session ends.
     s = LiveSession(model, asr)
     s.video(frame)            # browser webcam frame (RGB uint8): queued, returns at once
     s.audio((48000, int16))   # browser microphone chunk: converted, queued
-    s.rows                    # WindowResult.to_json() dicts, oldest first
+    s.results                 # WindowResult objects, oldest first (s.rows: as JSON dicts)
     s.configure(2.0, 0.5)     # new window / hop: a fresh pipeline, from now on
     s.close()
 
@@ -24,20 +24,18 @@ windows wait up to ``STALL_HOLD_S`` for the data on its way before judging. A re
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import threading
 import time
 from collections import deque
 from pathlib import Path
 
-from models.types import MODALITIES, SENTIMENT_CLASSES, Modality
+from models.types import MODALITIES, Modality
+from streaming import export
 from streaming.faults import FaultInjector, FaultKind
 from streaming.pipeline import Pipeline, PipelineConfig
 from streaming.types import VideoFrame, WindowResult
 
-MAX_ROWS = 3600  # an hour of windows at a 1 s hop; older ones are forgotten
+MAX_WINDOWS = 3600  # an hour of windows at a 1 s hop; older ones are forgotten
 MAX_FRAME_BACKLOG_S = 0.5  # camera frames waiting longer than this are thinned ...
 LATE_FPS = 2.0  # ... to this many a second: the rest are skipped, not analysed
 SETTLE_S = 0.6  # live windows are judged this long after they end (the last chunk is in)
@@ -77,11 +75,11 @@ class LiveSession:
         self.clock = clock or (lambda: time.monotonic() - self._t0)
         self._audio_started = False
         self._behind_since: float | None = None  # since when the microphone's chunks are behind
-        self._lock = threading.Lock()  # rows
+        self._lock = threading.Lock()  # results
         self._work = threading.RLock()  # the pipeline: one analysis at a time
         self._inbox: deque[tuple[float, object]] = deque()  # (arrival, item)
         self._wake = threading.Condition()
-        self.rows: list[dict] = []
+        self.results: list[WindowResult] = []  # the windows so far, oldest first
         self.errors: dict[str, str] = {}  # the last input error per modality
         self.workers: list = []  # local devices or a replay feeding this session
         self.frames_skipped = 0  # camera frames the worker had no time to analyse
@@ -124,7 +122,7 @@ class LiveSession:
             self._last_frame_t = -float("inf")
             self._newest_arrival = -float("inf")  # the latest arrival of any input
             with self._lock:
-                self.rows.clear()
+                self.results.clear()
             self.generation += 1
 
     # ------------------------------------------------------------ inputs
@@ -135,8 +133,8 @@ class LiveSession:
                 for w in windows:
                     w.lag["server"] = round(max(0.0, now - w.t_end - self.pipeline.settle_now), 2)
             with self._lock:
-                self.rows.extend(w.to_json() for w in windows)
-                del self.rows[:-MAX_ROWS]
+                self.results.extend(windows)
+                del self.results[:-MAX_WINDOWS]
         return windows
 
     def _queue(self, item) -> None:
@@ -197,7 +195,7 @@ class LiveSession:
 
     def push(self, item, now: float | None = None) -> list[WindowResult]:
         """An item from a replay, analysed now on the caller's thread (its own timestamps);
-        returns the windows that came out (also added to ``rows``)."""
+        returns the windows that came out (also added to ``results``)."""
         if self.closed:
             return []
         with self._work:
@@ -292,67 +290,39 @@ class LiveSession:
                     continue  # a kind that does not apply to this modality
 
     # ------------------------------------------------------------ outputs
-    def latest(self) -> dict | None:
+    def windows(self, last: int | None = None) -> list[WindowResult]:
+        """A copy of the windows so far (the last ``last`` of them), oldest first."""
         with self._lock:
-            return self.rows[-1] if self.rows else None
+            return list(self.results if last is None else self.results[-last:])
+
+    @property
+    def rows(self) -> list[dict]:
+        """The windows so far as their JSON Lines objects (``WindowResult.to_json``)."""
+        return [w.to_json() for w in self.windows()]
+
+    def latest(self) -> WindowResult | None:
+        with self._lock:
+            return self.results[-1] if self.results else None
 
     def latency(self) -> dict[str, float]:
         import numpy as np
 
-        with self._lock:
-            lat = np.array([r["latency_ms"] for r in self.rows[-300:]], float)
+        lat = np.array([w.latency_ms for w in self.windows(300)], float)
         if not len(lat):
             return {}
         return {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)), "last": float(lat[-1])}
 
     def export_json(self) -> str:
-        with self._lock:
-            return "\n".join(json.dumps(r) for r in self.rows) + ("\n" if self.rows else "")
+        return export.jsonl(self.windows())
 
     def export_csv(self) -> str:
-        """The windows as CSV, one row each (the JSONL's fields flattened; empty where null)."""
-        cols = ["t_start", "t_end", "no_data", "score", "label", "confidence"] + [f"p_{c}" for c in SENTIMENT_CLASSES]
-        cols += ["smoothed_score", "smoothed_label"]
-        for m in MODALITIES:
-            cols += [f"{m.value}_state", f"{m.value}_reason", f"{m.value}_score"]
-        cols += ["transcript", "partial", "suppressed", "transport_lag_s", "recogniser_lag_s", "server_lag_s", "latency_ms"]
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(cols)
-        with self._lock:
-            rows = list(self.rows)
-
-        def cell(x):
-            return "" if x is None else x
-
-        for r in rows:
-            line = [r["t_start"], r["t_end"], int(r["no_data"]), cell(r["score"]), cell(r["label"]), cell(r["confidence"])]
-            line += [cell(r["confidences"][c]) for c in SENTIMENT_CLASSES]
-            line += [cell(r["smoothed_score"]), cell(r["smoothed_label"])]
-            for m in MODALITIES:
-                d = r["modalities"][m.value]
-                line += [d["state"], d["reason"], cell(d["score"])]
-            lag = r.get("lag", {})
-            line += [
-                r["transcript"],
-                r["partial"],
-                r["suppressed"],
-                cell(lag.get("transport")),
-                cell(lag.get("recogniser")),
-                cell(lag.get("server")),
-            ]
-            line += [r["latency_ms"]]
-            w.writerow(line)
-        return buf.getvalue()
+        """The windows as CSV, one row each (``streaming.export``: the JSONL's fields
+        flattened; empty where null)."""
+        return export.csv_text(self.windows())
 
     def write_exports(self, folder: str | Path, stem: str = "session") -> tuple[Path, Path]:
         """Writes ``stem.csv`` and ``stem.jsonl`` (JSON Lines: one window per line) in ``folder``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        c, j = folder / f"{stem}.csv", folder / f"{stem}.jsonl"
-        c.write_text(self.export_csv())
-        j.write_text(self.export_json())
-        return c, j
+        return export.write(self.windows(), folder, stem)
 
     def transcript_view(self, span_s: float = 60.0):
         """The recogniser's words of the last ``span_s`` seconds: (committed, partial) lists of
@@ -366,7 +336,7 @@ class LiveSession:
 
     def reset(self) -> None:
         with self._lock:
-            self.rows.clear()
+            self.results.clear()
 
     def close(self) -> None:
         """Stops the workers feeding this session and frees the pipeline."""

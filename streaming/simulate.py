@@ -118,13 +118,12 @@ def main(argv=None) -> int:
 
         results = replay(pipe, args.input, realtime=args.realtime, speed=args.speed, on_window=write)
     pipe.close()
-    rows = [r.to_json() for r in results]
     if args.plot:
         from streaming.plot import save_timeline
 
-        save_timeline(rows, args.plot, spec, title=f"{Path(args.input).name}  faults: {args.faults or 'none'}")
+        save_timeline(results, args.plot, spec, title=f"{Path(args.input).name}  faults: {args.faults or 'none'}")
     lat = latency_summary(results)
-    print(f"{len(rows)} windows in {time.time() - t0:.1f} s -> {out}" + (f", plot {args.plot}" if args.plot else ""))
+    print(f"{len(results)} windows in {time.time() - t0:.1f} s -> {out}" + (f", plot {args.plot}" if args.plot else ""))
     if lat:
         print(f"window latency p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms")
     return 0

@@ -22,7 +22,8 @@ property that real speech has and a hallucination lacks:
 
 ``judge_segment`` applies them to one decoded segment and returns one reason per word (""
 for a trusted word). The pipeline applies ``repeat_runs`` again across a window's words, so
-a loop spread over several segments is caught too (``flag_repeats``).
+a loop spread over several segments is caught too (``flag_repeats``), and reads only the
+trusted ones (``sort_window_words``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -102,6 +104,41 @@ def flag_repeats(
         for j in range(start + n, last + 1):
             out[j] = out[j] or why
     return out
+
+
+@dataclass(frozen=True)
+class WindowWords:
+    """A window's recognised words sorted by trust (``sort_window_words``)."""
+
+    trusted: list  # the ``streaming.types.Word``s the model reads, in order
+    committed: str  # the trusted committed words, as text
+    partial: str  # the trusted partial words (may still change), as text
+    suppressed: str  # the words not trusted as said, as text
+    reasons: list[str]  # why each suppressed word is not trusted
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.text.strip() for w in self.trusted).strip()
+
+
+def sort_window_words(committed: Sequence, partial: Sequence) -> WindowWords:
+    """The window's committed and partial words (``streaming.types.Word``: text, start,
+    end, suspect), each already marked ``suspect`` when its segment failed a check, with
+    loops across them marked too (``flag_repeats``), sorted into trusted and suppressed."""
+    words = [*committed, *partial]
+    reasons = flag_repeats([w.text for w in words], [w.suspect for w in words], [(w.start, w.end) for w in words])
+    n = len(committed)
+
+    def text(ws, whys, trusted: bool) -> str:
+        return " ".join(w.text.strip() for w, why in zip(ws, whys) if bool(why) != trusted)
+
+    return WindowWords(
+        trusted=[w for w, why in zip(words, reasons) if not why],
+        committed=text(words[:n], reasons[:n], True),
+        partial=text(words[n:], reasons[n:], True),
+        suppressed=text(words, reasons, False),
+        reasons=[why for why in reasons if why],
+    )
 
 
 def speech_share(start: float, end: float, spans: Sequence[tuple[float, float]], pad: float = VAD_PAD_S) -> float:

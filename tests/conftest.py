@@ -41,3 +41,22 @@ def speech_clip():
     audio, sr = sf.read(row.path, dtype="float32")
     assert sr == 16000
     return audio
+
+
+@pytest.fixture(scope="session")
+def make_window():
+    """Builds a ``WindowResult`` the way the pipeline does: ``make_window(t_end, score,
+    probs, states={"vision": "DROPPED"}, no_data=False, lag={...})``; modalities not named
+    in ``states`` are OK and used."""
+    from models.types import MODALITIES, SentimentResult
+    from streaming.types import Health, HealthStatus, WindowResult
+
+    def make(t_end, score=0.0, probs=(0.2, 0.5, 0.3), states=None, reasons=None, no_data=False, t_start=None, lag=None):
+        states, reasons = states or {}, reasons or {}
+        health = {m: HealthStatus(Health(states.get(m.value, "OK")), reasons.get(m.value, "")) for m in MODALITIES}
+        used = () if no_data else tuple(m for m in MODALITIES if health[m].state != Health.DROPPED)
+        result = SentimentResult(float(score), np.asarray(probs, float), used)
+        start = float(t_end) - 3.0 if t_start is None else t_start
+        return WindowResult(start, float(t_end), result, health, lag=dict(lag or {}))
+
+    return make

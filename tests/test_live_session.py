@@ -296,7 +296,8 @@ def test_no_usable_modality_is_no_data(model, frames, tmp_path):
         assert not rows[0]["no_data"] and rows[0]["label"] in ("negative", "neutral", "positive")
         from app.ui import score_html
 
-        html = score_html(late[-1])
+        html = score_html(s.latest())
+        assert s.latest().no_data and s.latest().to_json() == late[-1]
         assert "no data" in html and not any(k in html for k in ("negative", "neutral", "positive"))
         c, j = s.write_exports(tmp_path, "live-test")
         assert c.name == "live-test.csv" and j.name == "live-test.jsonl"

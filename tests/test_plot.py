@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 
@@ -11,22 +12,15 @@ import pytest
 from streaming.plot import FAULT_LABEL_GID, timeline_figure
 
 
-def rows(t_end: int = 20):
-    rng = np.random.default_rng(0)
-    out = []
-    for t in range(3, t_end + 1):
-        p = rng.dirichlet([2, 2, 2])
-        out.append(
-            {
-                "t_start": t - 3.0,
-                "t_end": float(t),
-                "score": float(rng.uniform(-2.8, 2.8)),
-                "confidence": 0.6,
-                "confidences": dict(zip(("negative", "neutral", "positive"), map(float, p))),
-                "modalities": {m: {"state": "OK"} for m in ("vision", "audio", "text")},
-            }
-        )
-    return out
+@pytest.fixture
+def rows(make_window):
+    """``rows(t_end)``: windows ending 3 .. t_end s, random scores and probabilities."""
+
+    def make(t_end: int = 20):
+        rng = np.random.default_rng(0)
+        return [make_window(t, rng.uniform(-2.8, 2.8), rng.dirichlet([2, 2, 2])) for t in range(3, t_end + 1)]
+
+    return make
 
 
 def labels(fig):
@@ -45,7 +39,7 @@ def assert_readable(fig, expected: set[str]):
         assert axbox.x0 <= b.x0 and b.x1 <= axbox.x1 and axbox.y0 <= b.y0 and b.y1 <= axbox.y1, t.get_text()
 
 
-def test_overlapping_scheduled_faults_have_separate_labels(tmp_path):
+def test_overlapping_scheduled_faults_have_separate_labels(tmp_path, rows):
     faults = [
         ("vision", "drop", 2, 5),
         ("audio", "noise", 4, 8),
@@ -64,7 +58,7 @@ def test_overlapping_scheduled_faults_have_separate_labels(tmp_path):
     assert len(set(y.values())) == 3  # drop/outage/delay, noise/freeze, blackout
 
 
-def test_live_faults_switched_on_at_once():
+def test_live_faults_switched_on_at_once(rows):
     """Several live faults on from the same moment (open-ended, identical spans), as the UI
     makes them, with the horizon cutting the start of the timeline."""
     from streaming.faults import FaultInjector
@@ -77,7 +71,7 @@ def test_live_faults_switched_on_at_once():
 
 
 @pytest.mark.parametrize("n", [1, 8])
-def test_many_short_faults_and_one(n):
+def test_many_short_faults_and_one(n, rows):
     faults = [("audio", "blackout", 5 + 0.2 * i, 5.3 + 0.2 * i) for i in range(n)]
     fig = timeline_figure(rows(), faults)
     texts, boxes, _ = labels(fig)
@@ -86,7 +80,7 @@ def test_many_short_faults_and_one(n):
         assert not a.overlaps(b)
 
 
-def test_faults_outside_the_shown_stretch_have_no_label():
+def test_faults_outside_the_shown_stretch_have_no_label(rows):
     fig = timeline_figure(rows(30), [("vision", "drop", 1, 3), ("audio", "noise", 20, 25)], horizon=10)
     texts, _, _ = labels(fig)
     assert [t.get_text() for t in texts] == ["audio:noise"]
@@ -95,3 +89,25 @@ def test_faults_outside_the_shown_stretch_have_no_label():
 def test_no_rows_still_draws_labels():
     fig = timeline_figure([], [("vision", "drop", 0, 2), ("audio", "noise", 1, 3)])
     assert_readable(fig, {"vision:drop", "audio:noise"})
+
+
+def test_timeline_moves_on_with_new_windows(make_window):
+    """The UI's timeline keeps one figure: an update moves its artists to the new windows,
+    leaves no shading or label of the last update behind, and a no-data window is a gap."""
+    from streaming.plot import Timeline
+
+    tl = Timeline()
+    first = [make_window(t, 1.0) for t in range(3, 10)]
+    fig = tl.update(first, [("vision", "drop", 4, 6)], horizon=90)
+    n_artists = len(fig.axes[0].get_children())
+    later = first + [make_window(10, no_data=True), make_window(11, -2.0, (0.8, 0.15, 0.05))]
+    assert tl.update(later, [("audio", "noise", 9, math.inf)], horizon=5) is fig
+    assert len(fig.axes[0].get_children()) == n_artists  # the drop's span and label replaced by the noise's
+    assert [t.get_text() for t in labels(fig)[0]] == ["audio:noise"]
+    x, y = tl.line.get_data()
+    assert list(x) == [float(t) for t in range(3, 12)] and np.isnan(y[-2]) and y[-1] == -2.0
+    assert fig.axes[0].get_xlim() == pytest.approx((6.0, 11.2))  # the last 5 s
+    # the class bars: one rectangle per window, the no-data one empty, the last mostly negative
+    neg = tl.bars[0].get_paths()
+    assert len(neg) == len(later) and np.ptp(neg[-2].vertices[:, 1]) == 0 and np.ptp(neg[-1].vertices[:, 1]) == pytest.approx(0.8)
+    fig.savefig(io.BytesIO(), format="webp")  # renders as Gradio does

@@ -115,7 +115,7 @@ def test_live_toggle():
         Fault(Modality.AUDIO, FaultKind.OUTAGE)
 
 
-def test_live_toggles_are_logged_for_the_timeline():
+def test_live_toggles_are_logged_for_the_timeline(make_window):
     inj = FaultInjector(faults=parse_spec("audio:drop@1-2"))
     inj.set_live("vision", "freeze", True, t=4.0)
     inj.set_live("vision", "freeze", True, t=6.0)  # still on: keeps its start
@@ -123,16 +123,7 @@ def test_live_toggles_are_logged_for_the_timeline():
     inj.set_live("vision", "freeze", False, t=9.0)
     spans = {(f.modality.value, f.kind.value): (f.start, f.end) for f in inj.timeline()}
     assert spans == {("audio", "drop"): (1.0, 2.0), ("vision", "freeze"): (4.0, 9.0), ("audio", "noise"): (5.0, math.inf)}
-    rows = [
-        {
-            "t_end": t,
-            "score": 0.0,
-            "confidence": 0.5,
-            "confidences": {"negative": 0.2, "neutral": 0.5, "positive": 0.3},
-            "modalities": {m: {"state": "OK"} for m in ("text", "audio", "vision")},
-        }
-        for t in range(3, 12)
-    ]
+    rows = [make_window(t) for t in range(3, 12)]
     fig = timeline_figure(rows, inj.timeline(), horizon=5)
     shaded = [p for p in fig.axes[0].patches if p.get_alpha() == 0.15]
     assert len(shaded) == 2  # the audio drop at 1-2 s lies before the 5 s shown

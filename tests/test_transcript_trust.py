@@ -14,9 +14,10 @@ from streaming.transcript_trust import (
     flag_repeats,
     judge_segment,
     repeat_runs,
+    sort_window_words,
     speech_share,
 )
-from streaming.types import Health, HealthStatus
+from streaming.types import Health, HealthStatus, Word
 
 
 # ------------------------------------------------------------------ the checks
@@ -43,6 +44,21 @@ def test_a_phrase_repeated_at_the_pace_of_speech_is_kept():
     assert flag_repeats(words, times=paced) == [""] * 16
     flagged = flag_repeats(words, times=squeezed)
     assert flagged[:4] == [""] * 4 and all(flagged[4:])
+
+
+def test_window_words_sorted_by_trust():
+    """A loop that runs from the committed words into the partial ones is caught across
+    them; a word its segment's checks marked stays out; the rest is read, committed and
+    partial apart."""
+    committed = [Word("so", 0.0, 0.2), Word("well", 0.2, 0.4, suspect="no speech (p 0.9)")]
+    committed += [Word("yes", 0.5 + 0.1 * i, 0.58 + 0.1 * i) for i in range(3)]
+    partial = [Word("yes", 0.8 + 0.1 * i, 0.88 + 0.1 * i) for i in range(3)] + [Word("good", 1.5, 1.8)]
+    w = sort_window_words(committed, partial)
+    assert (w.committed, w.partial) == ("so yes", "good")
+    assert w.suppressed == "well yes yes yes yes yes"
+    assert w.text == "so yes good" and [x.text for x in w.trusted] == ["so", "yes", "good"]
+    assert w.reasons[0] == "no speech (p 0.9)" and all("said 6 times" in r for r in w.reasons[1:]) and len(w.reasons) == 6
+    assert sort_window_words([], []) == type(w)([], "", "", "", [])
 
 
 def test_segment_rules():
