@@ -18,14 +18,26 @@ class App:
     """Shared, read-only parts (model, recogniser weights) and the session factory.
     ``clock_factory()``, when given, makes each new session's clock (a callable giving
     seconds on the pipeline clock, e.g. to follow a test's media time); None: each session
-    counts wall-clock seconds from its creation (``LiveSession``'s default)."""
+    counts wall-clock seconds from its creation (``LiveSession``'s default). ``engine``:
+    the sessions' model calls batched across sessions by one ``models.engine.InferenceEngine``
+    (default); False: each session calls the model directly."""
 
     def __init__(
-        self, model=None, asr_model=None, window_s: float = 3.0, hop_s: float = 1.0, asr: bool = True, clock_factory=None
+        self,
+        model=None,
+        asr_model=None,
+        window_s: float = 3.0,
+        hop_s: float = 1.0,
+        asr: bool = True,
+        clock_factory=None,
+        engine: bool = True,
+        device: str = "cpu",
     ):
+        from models.engine import InferenceEngine
         from models.runtime import SentimentModel
 
-        self.model = model or SentimentModel.load()
+        self.model = model or SentimentModel.load(device=device)
+        self.device = device
         # load the text and audio extractors now, not inside the first live window (seconds)
         self.model.text_features("warm up")
         self.model.audio_features(np.zeros(16000, np.float32))
@@ -33,6 +45,7 @@ class App:
         self._asr_model = asr_model
         self.asr = asr
         self.clock_factory = clock_factory
+        self.engine = InferenceEngine(self.model) if engine else None
         self._live: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._live_lock = threading.Lock()
 
@@ -42,7 +55,7 @@ class App:
         from streaming.asr import StreamingASR
 
         if self._asr_model is None:
-            self._asr_model = StreamingASR().model  # loaded once, shared by all sessions
+            self._asr_model = StreamingASR(device=self.device).model  # loaded once, shared by all sessions
         return StreamingASR(whisper=self._asr_model)
 
     def new_session(
@@ -51,8 +64,9 @@ class App:
         from streaming.session import LiveSession
 
         clock = self.clock_factory() if self.clock_factory is not None else None
+        model = self.engine.client() if self.engine is not None else self.model
         s = LiveSession(
-            self.model, self.new_asr(), window_s or self.window_s, hop_s or self.hop_s, asr_mode, clock=clock, worker=worker
+            model, self.new_asr(), window_s or self.window_s, hop_s or self.hop_s, asr_mode, clock=clock, worker=worker
         )
         _OPEN_SESSIONS.add(s)
         return s

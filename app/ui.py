@@ -25,6 +25,7 @@ import gradio as gr  # at module level: the handlers' ``gr.Request`` hints resol
 from app.sessions import App, close_session, demo_clip_available, replay_problem, start_local_session, start_replay
 from app.views import Views, health_html, score_html, status_md, transcript_md
 from app.window import WindowAnalyser, emotion_summary
+from models.providers import DEVICES
 from models.types import SENTIMENT_CLASSES
 
 # the app's parts, imported from here by app.py, the tests and the checks
@@ -298,7 +299,14 @@ def main(argv=None) -> None:
     ap.add_argument("--window", type=float, default=3.0, help="window length, s")
     ap.add_argument("--hop", type=float, default=1.0, help="hop between windows, s")
     ap.add_argument("--no-asr", action="store_true", help="no speech recognition")
+    ap.add_argument(
+        "--device",
+        choices=DEVICES,
+        default=os.environ.get("SENTIMENT_DEVICE", "cpu"),
+        help="where the fusion and the recogniser run: cpu, cuda (an error without a GPU) or auto",
+    )
+    ap.add_argument("--no-engine", action="store_true", help="each session calls the model itself (no batching)")
     args = ap.parse_args(argv)
-    app = App(window_s=args.window, hop_s=args.hop, asr=not args.no_asr)
+    app = App(window_s=args.window, hop_s=args.hop, asr=not args.no_asr, engine=not args.no_engine, device=args.device)
     demo = build_demo(app, local_devices=args.local_devices)
     demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port)

@@ -19,7 +19,9 @@ exists (what ``models.training.export`` writes), else in torch; the encoders run
 from __future__ import annotations
 
 import json
+import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,7 @@ from models.encoders.face import FaceEncoder, FaceEncoderConfig, encode_faces
 from models.encoders.text import TextEncoder, TextEncoderConfig
 from models.fusion.lnln import LNLN, LNLNConfig
 from models.paths import assets_dir
+from models.providers import onnx_providers
 from models.types import (
     MODALITIES,
     SENTIMENT_CLASSES,
@@ -54,9 +57,19 @@ SHIPPED = {
     "fusion": (LNLN, LNLNConfig),
 }
 
+log = logging.getLogger(__name__)
+
 
 class SentimentModel:
-    def __init__(self, stack: UnimodalStack, fusion: LNLN, runtime: dict, onnx_path: Path | None = None, threads: int = 1):
+    def __init__(
+        self,
+        stack: UnimodalStack,
+        fusion: LNLN,
+        runtime: dict,
+        onnx_path: Path | None = None,
+        threads: int = 1,
+        device: str = "cpu",
+    ):
         self.stack = stack.eval()
         self.fusion = fusion.eval()
         self.cfg = runtime
@@ -71,20 +84,30 @@ class SentimentModel:
         self.single_fallback = [MODALITIES.index(Modality(m)) for m in runtime.get("single_modality_fallback", [])]
         self.threads = threads
         self._session = None
+        self.providers: list[str] = []
         if onnx_path is not None and onnx_path.is_file():
             import onnxruntime as ort
 
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
-            self._session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+            wanted = onnx_providers(device, ort.get_available_providers())
+            self._session = ort.InferenceSession(str(onnx_path), opts, providers=wanted)
+            self.providers = self._session.get_providers()
+            if device != "cpu" and self.providers[0] != wanted[0]:
+                raise RuntimeError(f"fusion.onnx asked for {wanted[0]} but onnxruntime gave {self.providers}")
+            log.info("fusion.onnx runs on %s", ", ".join(self.providers))
         self._text_extractor = None
         self._audio_extractor = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ loading
     @classmethod
-    def load(cls, assets: str | Path | None = None, use_onnx: bool = True, threads: int = 1) -> SentimentModel:
+    def load(
+        cls, assets: str | Path | None = None, use_onnx: bool = True, threads: int = 1, device: str = "cpu"
+    ) -> SentimentModel:
+        """The shipped model. ``device``: where the ONNX fusion runs, "cpu", "cuda" (an error
+        when onnxruntime has no CUDA provider) or "auto" (CUDA when present, else CPU, logged)."""
         a = assets_dir(assets)
         runtime = json.loads((a / "runtime.json").read_text())
         if "unimodal_spread" not in runtime or not (a / "weights" / "domain.safetensors").is_file():
@@ -99,7 +122,7 @@ class SentimentModel:
         stack.spread.copy_(torch.tensor(runtime["unimodal_spread"]))
         stack.load_domain(domain.load(a / "weights" / "domain.safetensors"))
         onnx = a / "onnx" / "fusion.onnx" if use_onnx else None
-        return cls(stack, m["fusion"], runtime, onnx, threads)
+        return cls(stack, m["fusion"], runtime, onnx, threads, device)
 
     @property
     def backend(self) -> str:
@@ -117,8 +140,15 @@ class SentimentModel:
         """MiniLM token features of a transcript; None for empty text."""
         if not isinstance(text, str) or not text.strip():
             return None
-        x = self._text()([text])[0]
-        return SequenceFeatures(x, np.ones(len(x), bool))
+        return self.text_features_many([text])[0]
+
+    def text_features_many(self, texts: Sequence[str]) -> list[SequenceFeatures | None]:
+        """``text_features`` of several transcripts in one MiniLM pass (the engine's batch)."""
+        idx = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+        out: list[SequenceFeatures | None] = [None] * len(texts)
+        for i, x in zip(idx, self._text()([texts[i] for i in idx]) if idx else ()):
+            out[i] = SequenceFeatures(x, np.ones(len(x), bool))
+        return out
 
     def text_read(self, text: str) -> int:
         """How many leading characters of ``text`` ``text_features`` reads (the rest is cut)."""
@@ -211,32 +241,54 @@ class SentimentModel:
     @torch.no_grad()
     def predict(self, window: WindowFeatures) -> SentimentResult:
         """The fused sentiment of one window, with each present modality's own estimate."""
-        used = window.present()
-        if not used:
-            return self.prior()
-        batch = stack_batch(
-            *([window.get(m) if m in used else None] for m in MODALITIES),
-            reliability=[[window.reliability_of(m) for m in MODALITIES]],
-        )
-        with self._lock:
-            s = self.stack(batch)
-            score, probs = self.fuse(s)
-        probs = probs[0]
-        dom = s.in_domain[0].numpy()
+        return self.predict_many([window])[0]
+
+    @torch.no_grad()
+    def predict_many(self, windows: Sequence[WindowFeatures]) -> list[SentimentResult]:
+        """``predict`` of several windows in batches (the inference engine gathers them from
+        many sessions): each result equals that window's ``predict`` alone, within float
+        rounding (``tests/test_engine.py``). Text and vision padding is masked exactly; the
+        audio encoder's stride-2 convolution gives a window padded to an odd length one more
+        state, so windows are batched with others of the same audio length only (live
+        windows all have one length). Windows with no modality present get the prior without
+        reaching the model."""
+        windows = list(windows)
+        results: list[SentimentResult | None] = [None if w.present() else self.prior() for w in windows]
+        groups: dict[int, list[int]] = {}
+        for i, w in enumerate(windows):
+            if results[i] is None:
+                n = len(w.audio.values) if Modality.AUDIO in w.present() else -1
+                groups.setdefault(n, []).append(i)
+        for rows in groups.values():
+            used = [windows[i].present() for i in rows]
+            batch = stack_batch(
+                *([windows[i].get(m) if m in u else None for i, u in zip(rows, used)] for m in MODALITIES),
+                reliability=[[windows[i].reliability_of(m) for m in MODALITIES] for i in rows],
+            )
+            with self._lock:
+                s = self.stack(batch)
+                score, probs = self.fuse(s)
+            for b, (i, u) in enumerate(zip(rows, used)):
+                results[i] = self._result(s, b, u, float(score[b]), probs[b])
+        return results
+
+    def _result(self, s: StackOutput, b: int, used: tuple, score: float, probs: np.ndarray) -> SentimentResult:
+        """Row ``b`` of a batch as a ``SentimentResult``."""
+        dom = s.in_domain[b].numpy()
         per = {}
         for i, m in enumerate(MODALITIES):
             if m not in used:
                 continue
             e = s.estimates[m]
-            p = e.probs[0].numpy().astype(np.float64)
+            p = e.probs[b].numpy().astype(np.float64)
             p = p / p.sum()
-            detail = {} if e.emotions is None else {n: float(v) for n, v in zip(EMOTION_NAMES[m], e.emotions[0].numpy())}
-            per[m] = ModalityEstimate(score=float(e.score[0]), probs=p, detail=detail, in_domain=float(dom[i]))
-        fused = tuple(m for m, p in zip(MODALITIES, s.present[0].tolist()) if p)
+            detail = {} if e.emotions is None else {n: float(v) for n, v in zip(EMOTION_NAMES[m], e.emotions[b].numpy())}
+            per[m] = ModalityEstimate(score=float(e.score[b]), probs=p, detail=detail, in_domain=float(dom[i]))
+        fused = tuple(m for m, p in zip(MODALITIES, s.present[b].tolist()) if p)
         if not fused:  # only out-of-domain modalities: nothing reached the fusion
             prior = self.prior()
             return SentimentResult(score=prior.score, probs=prior.probs, used=(), per_modality=per)
-        return SentimentResult(score=float(score[0]), probs=probs, used=fused, per_modality=per)
+        return SentimentResult(score=score, probs=probs, used=fused, per_modality=per)
 
 
 __all__ = ["SentimentModel", "SENTIMENT_CLASSES"]

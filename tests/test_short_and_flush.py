@@ -115,6 +115,7 @@ def test_replay_tab_session_of_a_short_clip_gives_its_window(model):
     app = App(model=model, asr=False)
     s = start_replay(app, str(path), "", realtime=False)
     try:
+        assert type(s.model).__name__ == "EngineClient"  # the app's sessions share one engine
         assert s.finished.wait(120)  # a hang guard only
         assert len(s.rows) == 1
         assert s.rows[0]["t_end"] == pytest.approx(media_duration(path), abs=0.05)

@@ -1,0 +1,84 @@
+"""One inference engine behind all live sessions, in-process by default.
+
+Each session's pipeline calls its model duck-typed (``face_frames``, ``text_features``,
+``predict`` ...). ``InferenceEngine(model)`` holds the one shared ``SentimentModel`` and a
+``models.batcher.Batcher`` per batched call; ``engine.client()`` gives a session an object
+that looks like the model, but whose batched calls wait in the engine's queues, so the
+windows, face crops and transcripts of every session that arrive within ``max_wait_s`` of
+each other run as one batch:
+
+    predict(window)       -> SentimentModel.predict_many over the sessions' windows
+    face_frames(crops)    -> one face-encoder pass over every session's crops
+    text_features(text)   -> one MiniLM pass over every session's transcripts
+
+Each result equals the one the model gives the same input alone, within float rounding
+(``tests/test_engine.py``); a request that fails raises in its own session only. Anything
+else (``audio_features``, ``face_sequence``, ``prior``, ``text_read`` ...) goes straight
+to the model. The batch sizes run are counted in ``stats()``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.batcher import Batcher
+from models.types import SequenceFeatures, WindowFeatures
+
+
+class InferenceEngine:
+    def __init__(self, model, max_batch: int = 32, max_wait_s: float = 0.004, start: bool = True) -> None:
+        self.model = model
+        kw = dict(max_batch=max_batch, max_wait_s=max_wait_s, start=start)
+        self.predict = Batcher(self._predict, name="engine-fusion", **kw)
+        self.faces = Batcher(self._faces, name="engine-faces", **kw)
+        self.texts = Batcher(self._texts, name="engine-text", **kw)
+
+    def _predict(self, windows: list[WindowFeatures]):
+        return self.model.predict_many(windows)
+
+    def _faces(self, crops: list[np.ndarray]):
+        n = [len(c) for c in crops]
+        rows = self.model.face_frames(np.concatenate(crops)) if sum(n) else np.zeros((0, 0), np.float32)
+        return np.split(rows, np.cumsum(n)[:-1]) if len(n) > 1 else [rows]
+
+    def _texts(self, texts: list[str]):
+        return self.model.text_features_many(texts)
+
+    def client(self) -> EngineClient:
+        """A session's view of the model, batched through this engine."""
+        return EngineClient(self)
+
+    def stats(self) -> dict[str, dict[int, int]]:
+        """Batch size -> batches run, per batcher."""
+        return {b.name: dict(sorted(b.sizes.items())) for b in (self.predict, self.faces, self.texts)}
+
+    def close(self) -> None:
+        for b in (self.predict, self.faces, self.texts):
+            b.close()
+
+
+class EngineClient:
+    """Duck-types ``SentimentModel`` for one session (see the module docstring)."""
+
+    def __init__(self, engine: InferenceEngine) -> None:
+        self.engine = engine
+
+    def __getattr__(self, name):  # everything not batched: the shared model itself
+        return getattr(self.engine.model, name)
+
+    def predict(self, window: WindowFeatures):
+        return self.engine.predict(window)
+
+    def face_frames(self, crops: np.ndarray) -> np.ndarray:
+        crops = np.asarray(crops)
+        if len(crops) == 0:
+            return self.engine.model.face_frames(crops)
+        return self.engine.faces(crops)
+
+    def text_features(self, text: str) -> SequenceFeatures | None:
+        if not isinstance(text, str) or not text.strip():
+            return None
+        return self.engine.texts(text)
+
+
+__all__ = ["EngineClient", "InferenceEngine"]
