@@ -9,7 +9,7 @@ import pytest
 
 from models.batcher import Batcher
 from models.providers import DeviceUnavailable, onnx_providers, whisper_device
-from models.types import Modality, SequenceFeatures, WindowFeatures
+from models.types import VISION_DIM, Modality, SequenceFeatures, WindowFeatures
 
 
 def _double(xs):
@@ -240,3 +240,61 @@ def test_gpu_check_names_each_problem_on_a_cpu_host(capsys):
         "ctranslate2_cuda_devices": 1,
     }
     assert gpu_problems(good) == []
+
+
+def test_face_encoder_in_onnxruntime_equals_torch(model, fer_test):
+    from models.runtime import SentimentModel
+
+    torch_model = SentimentModel.load(use_onnx=False)
+    assert model._face_session is not None and torch_model._face_session is None
+    crops = fer_test.images[:17]
+    assert np.abs(model.face_frames(crops) - torch_model.face_frames(crops)).max() < 1e-5
+    assert model.face_frames(crops[:0]).shape == (0, VISION_DIM)
+    with pytest.raises(ValueError, match="uint8"):
+        model.face_frames(crops.astype(np.float32))
+
+
+def test_performance_report_names_the_machine_and_the_real_time_limit(tmp_path):
+    from streaming.benchmark import write
+
+    stage = {"p50": 10.0, "p95": 12.0}
+    res = {
+        "machine": "2 cores, Test CPU",
+        "gpu": None,
+        "date": "2026-12-03",
+        "seconds": 4.0,
+        "stages": {
+            k: stage
+            for k in (
+                "face mesh, per frame",
+                "face encoder, 5 new frames",
+                "audio features, 3 s",
+                "text features",
+                "stack + fusion (predict)",
+            )
+        },
+        "fusion_batch1_ms": {"torch": 7.0, "onnxruntime": 1.5},
+        "batching": {1: {"fusion torch": 100, "fusion onnxruntime": 500}, 8: {"fusion torch": 700, "fusion onnxruntime": 2000}},
+        "recogniser": {
+            1: {"audio_s": 6.0, "decode_s_p50": 0.8, "rtf_per_session": 0.13, "wall_s": 0.8, "sessions_of_speech_per_s": 7.5}
+        },
+        "concurrency": [
+            {
+                "sessions": n,
+                "engine": e,
+                "windows": 4 * n,
+                "p50_ms": 100.0,
+                "p95_ms": p95,
+                "real_time": p95 < 1000,
+                "cpu_s_per_session_s": 0.2,
+            }
+            for n, e, p95 in ((1, True, 120.0), (6, True, 400.0), (16, True, 1500.0), (1, False, 110.0), (6, False, 1200.0))
+        ],
+        "rss_mb": 1000.0,
+    }
+    write(res, tmp_path / "perf")
+    md = (tmp_path / "perf.md").read_text()
+    assert "2 cores, Test CPU, GPU: none" in md and "unmeasured (no GPU on this machine)" in md
+    assert "Largest N in real time, batched: 6" in md and "Largest N in real time, direct: 1" in md
+    assert "| recogniser (1 s of speech/s) | 130.0 |" in md and "| total | 220.0 |" in md
+    assert (tmp_path / "perf.json").is_file()
