@@ -20,7 +20,8 @@ class App:
     seconds on the pipeline clock, e.g. to follow a test's media time); None: each session
     counts wall-clock seconds from its creation (``LiveSession``'s default). ``engine``:
     the sessions' model calls batched across sessions by one ``models.engine.InferenceEngine``
-    (default); False: each session calls the model directly."""
+    (default); False: each session calls the model directly; "ray": the batched calls go to
+    a Ray Serve deployment (``models.serve_ray``) at ``address`` (None: a local Ray instance)."""
 
     def __init__(
         self,
@@ -30,8 +31,9 @@ class App:
         hop_s: float = 1.0,
         asr: bool = True,
         clock_factory=None,
-        engine: bool = True,
+        engine: bool | str = True,
         device: str = "cpu",
+        address: str | None = None,
     ):
         from models.engine import InferenceEngine
         from models.runtime import SentimentModel
@@ -45,7 +47,12 @@ class App:
         self._asr_model = asr_model
         self.asr = asr
         self.clock_factory = clock_factory
-        self.engine = InferenceEngine(self.model) if engine else None
+        self.engine = InferenceEngine(self.model) if engine is True else None
+        self.ray_handle = None
+        if engine == "ray":
+            from models import serve_ray
+
+            self.ray_handle = serve_ray.start(address, device=device)
         self._live: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._live_lock = threading.Lock()
 
@@ -65,6 +72,10 @@ class App:
 
         clock = self.clock_factory() if self.clock_factory is not None else None
         model = self.engine.client() if self.engine is not None else self.model
+        if self.ray_handle is not None:
+            from models.serve_ray import RayClient
+
+            model = RayClient(self.ray_handle, self.model)
         s = LiveSession(
             model, self.new_asr(), window_s or self.window_s, hop_s or self.hop_s, asr_mode, clock=clock, worker=worker
         )

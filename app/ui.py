@@ -306,7 +306,15 @@ def main(argv=None) -> None:
         help="where the fusion and the recogniser run: cpu, cuda (an error without a GPU) or auto",
     )
     ap.add_argument("--no-engine", action="store_true", help="each session calls the model itself (no batching)")
+    ap.add_argument(
+        "--serve",
+        choices=["embedded", "ray"],
+        default="embedded",
+        help="embedded: the in-process engine; ray: a Ray Serve deployment (pip install -r requirements-scale.txt)",
+    )
+    ap.add_argument("--address", help="with --serve ray: the Ray cluster to join (default: start a local one)")
     args = ap.parse_args(argv)
-    app = App(window_s=args.window, hop_s=args.hop, asr=not args.no_asr, engine=not args.no_engine, device=args.device)
+    engine = "ray" if args.serve == "ray" else not args.no_engine
+    app = App(window_s=args.window, hop_s=args.hop, asr=not args.no_asr, engine=engine, device=args.device, address=args.address)
     demo = build_demo(app, local_devices=args.local_devices)
     demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port)

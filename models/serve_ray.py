@@ -1,0 +1,109 @@
+"""Scale-out on Ray Serve: the batched model calls as a Ray Serve deployment, the Gradio
+front end (each browser session's streaming state) calling it through a handle.
+
+    python app.py --serve ray [--address ray://head:10001]      # joins a cluster, or starts a local one
+    serve run deploy/serve.yaml                                   # the same deployment on a cluster
+
+``Models`` holds one ``SentimentModel`` per replica and three ``@serve.batch`` methods, the
+same three the embedded ``models.engine.InferenceEngine`` batches: windows
+(``predict_many``), face crops (one face-encoder pass) and transcripts (one MiniLM pass).
+Replicas autoscale on queued requests; on GPU hosts each takes a fraction of a GPU
+(``gpus``, default 0: CPU). ``RayClient`` duck-types ``SentimentModel`` for one session like
+``models.engine.EngineClient``: the batched calls go to the deployment, the rest (audio
+features, assembling a window's frames) stays in the front end's own model. For the same
+window both give the same result (``tests/test_serve_ray.py``). The recogniser is not a
+deployment yet: it stays in the front end.
+
+Ray is optional (``requirements-scale.txt``); nothing imports this module unless asked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+from ray import serve
+
+from models.types import SequenceFeatures, WindowFeatures
+
+MAX_BATCH = 32
+WAIT_S = 0.004
+APP_NAME = "sentiment"
+
+
+@serve.deployment(
+    name="Models",
+    autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8},
+    max_ongoing_requests=64,
+)
+class Models:
+    def __init__(self, assets: str | None = None, device: str = "cpu") -> None:
+        from models.runtime import SentimentModel
+
+        self.model = SentimentModel.load(assets, device=device)
+
+    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=WAIT_S)
+    async def predict(self, windows: list[WindowFeatures]):
+        return self.model.predict_many(windows)
+
+    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=WAIT_S)
+    async def faces(self, crops: list[np.ndarray]):
+        n = [len(c) for c in crops]
+        rows = self.model.face_frames(np.concatenate(crops))
+        return np.split(rows, np.cumsum(n)[:-1])
+
+    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=WAIT_S)
+    async def texts(self, texts: list[str]):
+        return self.model.text_features_many(texts)
+
+    def providers(self) -> list[str]:
+        return self.model.providers
+
+
+def application(assets: str | None = None, device: str = "cpu", gpus: float = 0.0):
+    """The bound deployment; ``gpus``: the fraction of a GPU each replica takes."""
+    opts = {"num_gpus": gpus} if gpus else {}
+    return Models.options(ray_actor_options=opts).bind(assets, device)
+
+
+def start(address: str | None = None, num_cpus: int | None = None, device: str = "cpu", gpus: float = 0.0):
+    """Joins the Ray cluster at ``address`` (None: starts a local one), deploys ``Models``
+    and returns its handle."""
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    return serve.run(application(device=device, gpus=gpus), name=APP_NAME, route_prefix=None)
+
+
+def stop() -> None:
+    serve.shutdown()
+    ray.shutdown()
+
+
+class RayClient:
+    """Duck-types ``SentimentModel`` for one session (see the module docstring)."""
+
+    def __init__(self, handle, model) -> None:
+        self.handle = handle
+        self.model = model
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def predict(self, window: WindowFeatures):
+        return self.handle.predict.remote(window).result()
+
+    def face_frames(self, crops: np.ndarray) -> np.ndarray:
+        crops = np.asarray(crops)
+        if len(crops) == 0:
+            return self.model.face_frames(crops)
+        return self.handle.faces.remote(crops).result()
+
+    def text_features(self, text: str) -> SequenceFeatures | None:
+        if not isinstance(text, str) or not text.strip():
+            return None
+        return self.handle.texts.remote(text).result()
+
+
+# what deploy/serve.yaml imports
+app = application()
+
+__all__ = ["Models", "RayClient", "application", "start", "stop"]
