@@ -1,6 +1,6 @@
 """Performance report: stages, batching, the recogniser and many sessions on one engine.
 
-    python -m streaming.benchmark [--out docs/performance.md] [--sessions 1,6,16,64] [--seconds 8] [--quick]
+    python -m streaming.benchmark [--out docs/performance] [--sessions 1,6,16,32] [--seconds 8] [--quick] [--ray]
 
 Measures on this machine, and writes ``OUT.md`` and ``OUT.json`` naming it (CPU, cores,
 GPU if any):
@@ -14,7 +14,8 @@ GPU if any):
    and for several sessions sharing the one loaded model;
 5. concurrency in-process: N simulated sessions, each doing a live window's model work
    once per hop (1 s) at real-time pace, through the ``InferenceEngine`` (batched across
-   sessions) and without it (each session calls the model); window latency p50 / p95 from
+   sessions), without it (each session calls the model) and, with ``--ray``, through a
+   local Ray Serve deployment; window latency p50 / p95 from
    the moment the window was due, and the largest N that keeps real time (p95 under the hop);
 6. CPU time and resident memory per simulated session.
 
@@ -188,12 +189,12 @@ def recogniser(inp: Inputs, sessions: list[int]) -> dict:
     return out
 
 
-def concurrency(model, inp: Inputs, n: int, seconds: float, engine: bool) -> dict:
+def concurrency(model, inp: Inputs, n: int, seconds: float, engine: str, ray_handle=None) -> dict:
     """N sessions at real-time pace: each, once per hop, encodes its 5 new face crops, reads
     3 s of audio and the transcript, and predicts; latency from the moment the window was due."""
     from models.engine import InferenceEngine
 
-    eng = InferenceEngine(model) if engine else None
+    eng = InferenceEngine(model) if engine == "batched" else None
     windows = [inp.window(i) for i in range(4)]
     lat: list[float] = []
     lock = threading.Lock()
@@ -201,7 +202,12 @@ def concurrency(model, inp: Inputs, n: int, seconds: float, engine: bool) -> dic
     cpu0 = time.process_time()
 
     def session(i):
-        m = eng.client() if eng else model
+        if engine == "ray":
+            from models.serve_ray import RayClient
+
+            m = RayClient(ray_handle, model)
+        else:
+            m = eng.client() if eng else model
         rng = np.random.default_rng(i)
         k = 0
         offset = rng.uniform(0, HOP_S)  # sessions started at different moments
@@ -306,23 +312,25 @@ def write(res: dict, out: Path) -> None:
         "Each simulated session does a live window's model work (5 face crops, 3 s of audio features, "
         "the transcript, the prediction); the recogniser is left out (its figures are above).",
         "",
-        "| sessions | engine | windows | p50 ms | p95 ms | real time | fusion batch mean | CPU s per session-second |",
+        "| sessions | way | windows | p50 ms | p95 ms | real time | fusion batch mean | CPU s per session-second |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in res["concurrency"]:
         lines.append(
-            f"| {r['sessions']} | {'batched' if r['engine'] else 'direct'} | {r['windows']} | {r['p50_ms']} | {r['p95_ms']} | "
+            f"| {r['sessions']} | {r['engine']} | {r['windows']} | {r['p50_ms']} | {r['p95_ms']} | "
             f"{'yes' if r['real_time'] else 'no'} | {r.get('fusion_batch_mean', '')} | {r['cpu_s_per_session_s']} |"
         )
-    for way in ("batched", "direct"):
-        ok = [r["sessions"] for r in res["concurrency"] if r["real_time"] and (r["engine"] == (way == "batched"))]
+    for way in sorted({r["engine"] for r in res["concurrency"]}):
+        ok = [r["sessions"] for r in res["concurrency"] if r["real_time"] and r["engine"] == way]
         lines.append(f"\nLargest N in real time, {way}: {max(ok) if ok else 'none'} (of those tried).")
     lines += [
         "",
         f"Peak resident memory of the benchmark process: {res['rss_mb']:.0f} MB.",
         "",
-        "Not measured here: sessions through the HTTP server (`python -m app.load_check` measures "
-        "health under load through it, docs/load-check.md), Ray Serve, any GPU figure.",
+        "Ways: batched, the embedded engine; direct, each session calls the model; ray, a local Ray "
+        "Serve deployment on this machine (its replica shares the same cores). Not measured here: "
+        "sessions through the HTTP server (`python -m app.load_check` measures health under load "
+        "through it, docs/load-check.md), any GPU figure.",
         "",
     ]
     out.with_suffix(".md").write_text("\n".join(lines))
@@ -335,6 +343,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--sessions", default="1,6,16,32", help="concurrent sessions to try")
     ap.add_argument("--seconds", type=float, default=8.0, help="seconds per concurrency run")
     ap.add_argument("--quick", action="store_true", help="few repeats (a smoke run)")
+    ap.add_argument("--ray", action="store_true", help="also through a local Ray Serve deployment (requirements-scale.txt)")
     args = ap.parse_args(argv)
     import torch
     from tqdm import tqdm
@@ -361,11 +370,19 @@ def main(argv=None) -> dict:
     res["recogniser"] = recogniser(inp, [1, 3, 6] if not args.quick else [1, 2])
     steps.update()
     res["concurrency"] = []
+    ways, handle = ["batched", "direct"], None
+    if args.ray:
+        from models import serve_ray
+
+        handle = serve_ray.start(num_cpus=os.cpu_count())
+        ways.append("ray")
     for k in [int(x) for x in args.sessions.split(",")]:
-        for engine in (True, False):
-            r = concurrency(onnx_model, inp, k, args.seconds, engine)
+        for engine in ways:
+            r = concurrency(onnx_model, inp, k, args.seconds, engine, handle)
             r["engine"] = engine
             res["concurrency"].append(r)
+    if handle is not None:
+        serve_ray.stop()
     steps.update()
     res["rss_mb"] = rss_mb()
     out = Path(args.out)

@@ -288,7 +288,13 @@ def test_performance_report_names_the_machine_and_the_real_time_limit(tmp_path):
                 "real_time": p95 < 1000,
                 "cpu_s_per_session_s": 0.2,
             }
-            for n, e, p95 in ((1, True, 120.0), (6, True, 400.0), (16, True, 1500.0), (1, False, 110.0), (6, False, 1200.0))
+            for n, e, p95 in (
+                (1, "batched", 120.0),
+                (6, "batched", 400.0),
+                (16, "batched", 1500.0),
+                (1, "direct", 110.0),
+                (6, "direct", 1200.0),
+            )
         ],
         "rss_mb": 1000.0,
     }
