@@ -73,9 +73,9 @@ class App:
         clock = self.clock_factory() if self.clock_factory is not None else None
         model = self.engine.client() if self.engine is not None else self.model
         if self.ray_handle is not None:
-            from models.serve_ray import RayClient
+            from models.serve_ray import ray_client
 
-            model = RayClient(self.ray_handle, self.model)
+            model = ray_client(self.ray_handle, self.model)
         s = LiveSession(
             model, self.new_asr(), window_s or self.window_s, hop_s or self.hop_s, asr_mode, clock=clock, worker=worker
         )

@@ -37,16 +37,14 @@ class InferenceEngine:
         return self.model.predict_many(windows)
 
     def _faces(self, crops: list[np.ndarray]):
-        n = [len(c) for c in crops]
-        rows = self.model.face_frames(np.concatenate(crops)) if sum(n) else np.zeros((0, 0), np.float32)
-        return np.split(rows, np.cumsum(n)[:-1]) if len(n) > 1 else [rows]
+        return faces_in_one_pass(self.model, crops)
 
     def _texts(self, texts: list[str]):
         return self.model.text_features_many(texts)
 
     def client(self) -> EngineClient:
         """A session's view of the model, batched through this engine."""
-        return EngineClient(self)
+        return EngineClient(self.model, self.predict, self.faces, self.texts)
 
     def stats(self) -> dict[str, dict[int, int]]:
         """Batch size -> batches run, per batcher."""
@@ -57,28 +55,38 @@ class InferenceEngine:
             b.close()
 
 
-class EngineClient:
-    """Duck-types ``SentimentModel`` for one session (see the module docstring)."""
+def faces_in_one_pass(model, crops: list[np.ndarray]) -> list[np.ndarray]:
+    """``model.face_frames`` of several sessions' (non-empty) crop stacks in one pass, split
+    back per session."""
+    rows = model.face_frames(np.concatenate(crops))
+    return np.split(rows, np.cumsum([len(c) for c in crops])[:-1])
 
-    def __init__(self, engine: InferenceEngine) -> None:
-        self.engine = engine
+
+class EngineClient:
+    """Duck-types ``SentimentModel`` for one session (see the module docstring): ``predict``,
+    ``face_frames`` and ``text_features`` go to the callables given (the engine's batchers,
+    or a Ray Serve deployment's handle, ``models.serve_ray.ray_client``); the rest to ``model``."""
+
+    def __init__(self, model, predict, faces, texts) -> None:
+        self.model = model
+        self._predict, self._faces, self._texts = predict, faces, texts
 
     def __getattr__(self, name):  # everything not batched: the shared model itself
-        return getattr(self.engine.model, name)
+        return getattr(self.model, name)
 
     def predict(self, window: WindowFeatures):
-        return self.engine.predict(window)
+        return self._predict(window)
 
     def face_frames(self, crops: np.ndarray) -> np.ndarray:
         crops = np.asarray(crops)
         if len(crops) == 0:
-            return self.engine.model.face_frames(crops)
-        return self.engine.faces(crops)
+            return self.model.face_frames(crops)
+        return self._faces(crops)
 
     def text_features(self, text: str) -> SequenceFeatures | None:
         if not isinstance(text, str) or not text.strip():
             return None
-        return self.engine.texts(text)
+        return self._texts(text)
 
 
-__all__ = ["EngineClient", "InferenceEngine"]
+__all__ = ["EngineClient", "InferenceEngine", "faces_in_one_pass"]

@@ -8,8 +8,8 @@ front end (each browser session's streaming state) calling it through a handle.
 same three the embedded ``models.engine.InferenceEngine`` batches: windows
 (``predict_many``), face crops (one face-encoder pass) and transcripts (one MiniLM pass).
 Replicas autoscale on queued requests; on GPU hosts each takes a fraction of a GPU
-(``gpus``, default 0: CPU). ``RayClient`` duck-types ``SentimentModel`` for one session like
-``models.engine.EngineClient``: the batched calls go to the deployment, the rest (audio
+(``gpus``, default 0: CPU). ``ray_client`` gives a session the same
+``models.engine.EngineClient`` the embedded engine gives: the batched calls go to the deployment, the rest (audio
 features, assembling a window's frames) stays in the front end's own model. For the same
 window both give the same result (``tests/test_serve_ray.py``). The recogniser is not a
 deployment yet: it stays in the front end.
@@ -23,7 +23,8 @@ import numpy as np
 import ray
 from ray import serve
 
-from models.types import SequenceFeatures, WindowFeatures
+from models.engine import EngineClient, faces_in_one_pass
+from models.types import WindowFeatures
 
 MAX_BATCH = 32
 WAIT_S = 0.004
@@ -47,9 +48,7 @@ class Models:
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=WAIT_S)
     async def faces(self, crops: list[np.ndarray]):
-        n = [len(c) for c in crops]
-        rows = self.model.face_frames(np.concatenate(crops))
-        return np.split(rows, np.cumsum(n)[:-1])
+        return faces_in_one_pass(self.model, crops)
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=WAIT_S)
     async def texts(self, texts: list[str]):
@@ -78,32 +77,18 @@ def stop() -> None:
     ray.shutdown()
 
 
-class RayClient:
-    """Duck-types ``SentimentModel`` for one session (see the module docstring)."""
-
-    def __init__(self, handle, model) -> None:
-        self.handle = handle
-        self.model = model
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-    def predict(self, window: WindowFeatures):
-        return self.handle.predict.remote(window).result()
-
-    def face_frames(self, crops: np.ndarray) -> np.ndarray:
-        crops = np.asarray(crops)
-        if len(crops) == 0:
-            return self.model.face_frames(crops)
-        return self.handle.faces.remote(crops).result()
-
-    def text_features(self, text: str) -> SequenceFeatures | None:
-        if not isinstance(text, str) or not text.strip():
-            return None
-        return self.handle.texts.remote(text).result()
+def ray_client(handle, model) -> EngineClient:
+    """A session's view of the model, its batched calls sent to the deployment ``handle``
+    (the same ``EngineClient`` the embedded engine gives)."""
+    return EngineClient(
+        model,
+        lambda window: handle.predict.remote(window).result(),
+        lambda crops: handle.faces.remote(crops).result(),
+        lambda text: handle.texts.remote(text).result(),
+    )
 
 
 # what deploy/serve.yaml imports
 app = application()
 
-__all__ = ["Models", "RayClient", "application", "start", "stop"]
+__all__ = ["Models", "ray_client", "application", "start", "stop"]

@@ -203,9 +203,9 @@ def concurrency(model, inp: Inputs, n: int, seconds: float, engine: str, ray_han
 
     def session(i):
         if engine == "ray":
-            from models.serve_ray import RayClient
+            from models.serve_ray import ray_client
 
-            m = RayClient(ray_handle, model)
+            m = ray_client(ray_handle, model)
         else:
             m = eng.client() if eng else model
         rng = np.random.default_rng(i)

@@ -22,7 +22,7 @@ def test_ray_serve_equals_the_embedded_engine(served, face_frame, speech_clip):
     from models.engine import InferenceEngine
     from models.features.vision import FaceAnalyzer
     from models.runtime import SentimentModel
-    from models.serve_ray import RayClient
+    from models.serve_ray import ray_client
 
     model = SentimentModel.load()
     crop = FaceAnalyzer()(face_frame).crop
@@ -36,17 +36,17 @@ def test_ray_serve_equals_the_embedded_engine(served, face_frame, speech_clip):
         for i, t in enumerate(texts)
     ] + [WindowFeatures()]
     engine = InferenceEngine(model)
-    embedded, ray_client = engine.client(), RayClient(served, model)
+    embedded, via_ray = engine.client(), ray_client(served, model)
     assert served.providers.remote().result() == ["CPUExecutionProvider"]
     with ThreadPoolExecutor(4) as pool:  # sessions at once: the deployment batches them
-        got = list(pool.map(ray_client.predict, windows))
+        got = list(pool.map(via_ray.predict, windows))
     for w, r in zip(windows, got):
         e = embedded.predict(w)
         assert r.used == e.used and abs(r.score - e.score) < 1e-5 and np.allclose(r.probs, e.probs, atol=1e-5)
         assert set(r.per_modality) == set(e.per_modality)
     crops = np.stack([crop] * 3)
-    assert np.allclose(ray_client.face_frames(crops), embedded.face_frames(crops), atol=1e-5)
-    assert ray_client.face_frames(crops[:0]).shape == (0, VISION_DIM)
-    a, b = ray_client.text_features(texts[0]), embedded.text_features(texts[0])
-    assert np.allclose(a.values, b.values, atol=1e-5) and ray_client.text_features("  ") is None
+    assert np.allclose(via_ray.face_frames(crops), embedded.face_frames(crops), atol=1e-5)
+    assert via_ray.face_frames(crops[:0]).shape == (0, VISION_DIM)
+    a, b = via_ray.text_features(texts[0]), embedded.text_features(texts[0])
+    assert np.allclose(a.values, b.values, atol=1e-5) and via_ray.text_features("  ") is None
     engine.close()
