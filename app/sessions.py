@@ -55,15 +55,41 @@ class App:
             self.ray_handle = serve_ray.start(address, device=device)
         self._live: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._live_lock = threading.Lock()
+        self._decoder = None
+        self._asr_lock = threading.Lock()  # (live_session holds _live_lock while it makes a session)
+        # the shared recogniser (one batch at a time) takes half the cores at most, so that the
+        # windows' own work keeps the rest when many sessions talk; alone, a session gets one
+        self.asr_threads = max(1, (os.cpu_count() or 1) // 2) if engine else 1
 
     def new_asr(self):
         if not self.asr:
             return None
         from streaming.asr import StreamingASR
 
-        if self._asr_model is None:
-            self._asr_model = StreamingASR(device=self.device).model  # loaded once, shared by all sessions
-        return StreamingASR(whisper=self._asr_model)
+        if self.ray_handle is not None:  # Whisper runs in the Ray Serve recogniser
+            return StreamingASR(decoder=self.recogniser())
+        with self._asr_lock:
+            if self._asr_model is None:  # loaded once, shared by all sessions
+                self._asr_model = StreamingASR(device=self.device, threads=self.asr_threads).model
+        return StreamingASR(whisper=self._asr_model, decoder=self.recogniser())
+
+    def recogniser(self):
+        """What every session's recogniser decodes through: one ``Batcher`` over a shared
+        ``WhisperDecoder`` (embedded engine), the Ray Serve recogniser's handle (``--serve
+        ray``), or None (``engine=False``: each session decodes alone)."""
+        with self._asr_lock:
+            if self._decoder is None and self.ray_handle is not None:
+                from models import serve_ray
+
+                self._decoder = serve_ray.ray_decoder(serve_ray.start_recogniser(device=self.device))
+            elif self._decoder is None and self.engine is not None:
+                from models.batcher import Batcher
+                from streaming.whisper_batch import WhisperDecoder
+
+                decoder = WhisperDecoder(self._asr_model)
+                self._decoder = Batcher(decoder.decode_many, max_batch=8, max_wait_s=0.01, name="engine-asr")
+                self.engine.extra.append(self._decoder)
+            return self._decoder
 
     def new_session(
         self, window_s: float | None = None, hop_s: float | None = None, asr_mode: str = "thread", worker: bool = True
@@ -93,6 +119,22 @@ class App:
                 if key:
                     self._live[key] = s
             return s
+
+
+    def session_for(self, key: str):
+        """The live session of the browser tab ``key`` (Gradio's session hash), or None."""
+        with self._live_lock:
+            return self._live.get(key)
+
+    def recogniser_batches(self) -> dict[int, int]:
+        """Batch size -> batches the shared recogniser ran (empty without the engine)."""
+        d = self._decoder
+        return dict(d.sizes) if hasattr(d, "sizes") else {}
+
+    def close(self) -> None:
+        """Stops the engine's batchers (and the shared recogniser's); the sessions close apart."""
+        if self.engine is not None:
+            self.engine.close()
 
 
 #: Sessions not yet garbage-collected; closed at interpreter exit (stops capture workers and

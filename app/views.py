@@ -15,6 +15,11 @@ _DRAWN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _TIMELINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 TIMELINE_WINDOWS = 120  # the timeline reads the latest windows ...
 TIMELINE_HORIZON_S = 90.0  # ... and shows this many seconds of them
+#: the timeline is redrawn when a window at least this much newer (window time) than the one
+#: it last showed comes, not on every window: drawing it is the server's costliest step per
+#: session (about 180 ms on a 2-core CPU; docs/http-load.md), the score and badges stay per window
+TIMELINE_EVERY_S = 3.0
+_PLOTTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # session -> (generation, t_end)
 
 
 def _esc(text: str) -> str:
@@ -142,7 +147,14 @@ class Views:
         from streaming.plot import Timeline
 
         plot = None
-        if w is not None:
+        last = _PLOTTED.get(session)
+        ended = getattr(session, "finished", None) is not None and session.finished.is_set()  # a replay's last windows
+        due = force or ended or last is None or last[0] != session.generation or w is None
+        due = due or w.t_end - last[1] >= TIMELINE_EVERY_S
+        if w is not None and not due:
+            plot = gr.skip()
+        elif w is not None:
+            _PLOTTED[session] = (session.generation, w.t_end)
             from gradio.components.plot import PlotData
             from gradio.processing_utils import encode_plot_to_base64
 

@@ -32,6 +32,8 @@ class InferenceEngine:
         self.predict = Batcher(self._predict, name="engine-fusion", **kw)
         self.faces = Batcher(self._faces, name="engine-faces", **kw)
         self.texts = Batcher(self._texts, name="engine-text", **kw)
+        #: other batchers the app hangs on the engine (the shared recogniser), counted and closed with it
+        self.extra: list[Batcher] = []
 
     def _predict(self, windows: list[WindowFeatures]):
         return self.model.predict_many(windows)
@@ -48,10 +50,10 @@ class InferenceEngine:
 
     def stats(self) -> dict[str, dict[int, int]]:
         """Batch size -> batches run, per batcher."""
-        return {b.name: dict(sorted(b.sizes.items())) for b in (self.predict, self.faces, self.texts)}
+        return {b.name: dict(sorted(b.sizes.items())) for b in (self.predict, self.faces, self.texts, *self.extra)}
 
     def close(self) -> None:
-        for b in (self.predict, self.faces, self.texts):
+        for b in (self.predict, self.faces, self.texts, *self.extra):
             b.close()
 
 

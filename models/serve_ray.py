@@ -11,8 +11,13 @@ Replicas autoscale on queued requests; on GPU hosts each takes a fraction of a G
 (``gpus``, default 0: CPU). ``ray_client`` gives a session the same
 ``models.engine.EngineClient`` the embedded engine gives: the batched calls go to the deployment, the rest (audio
 features, assembling a window's frames) stays in the front end's own model. For the same
-window both give the same result (``tests/test_serve_ray.py``). The recogniser is not a
-deployment yet: it stays in the front end.
+window both give the same result (``tests/test_serve_ray.py``).
+
+``Recogniser`` is the speech recogniser as its own deployment (its own Serve application,
+``start_recogniser``): one Whisper per replica, a ``@serve.batch`` of the sessions' buffer
+decodes (``streaming.whisper_batch.WhisperDecoder.decode_many``), autoscaling apart from
+the models; ``ray_decoder`` is what each session's ``StreamingASR`` decodes through. The
+streaming state (buffer, LocalAgreement, trust checks) stays in the front end.
 
 Ray is optional (``requirements-scale.txt``); nothing imports this module unless asked.
 """
@@ -29,6 +34,8 @@ from models.types import WindowFeatures
 MAX_BATCH = 32
 WAIT_S = 0.004
 APP_NAME = "sentiment"
+ASR_APP_NAME = "recogniser"
+ASR_BATCH, ASR_WAIT_S = 8, 0.01
 
 
 @serve.deployment(
@@ -56,6 +63,37 @@ class Models:
 
     def providers(self) -> list[str]:
         return self.model.providers
+
+
+@serve.deployment(
+    name="Recogniser",
+    autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 4},
+    max_ongoing_requests=32,
+)
+class Recogniser:
+    def __init__(self, device: str = "cpu", threads: int = 0) -> None:
+        from streaming.asr import StreamingASR
+        from streaming.whisper_batch import WhisperDecoder
+
+        whisper = StreamingASR(device=device, threads=threads or 1).model
+        self.decoder = WhisperDecoder(whisper)
+
+    @serve.batch(max_batch_size=ASR_BATCH, batch_wait_timeout_s=ASR_WAIT_S)
+    async def decode(self, requests: list[tuple[np.ndarray, str | None]]):
+        return self.decoder.decode_many(requests)
+
+
+def start_recogniser(device: str = "cpu", gpus: float = 0.0, threads: int = 0):
+    """Deploys ``Recogniser`` (as the Serve application "recogniser") on the Ray cluster
+    ``start`` joined; returns its handle."""
+    opts = {"num_gpus": gpus} if gpus else {}
+    bound = Recogniser.options(ray_actor_options=opts).bind(device, threads)
+    return serve.run(bound, name=ASR_APP_NAME, route_prefix=None)
+
+
+def ray_decoder(handle):
+    """A ``StreamingASR`` decoder (one ``(audio, prompt)`` -> ``Decoded``) on the deployment."""
+    return lambda request: handle.decode.remote(request).result()
 
 
 def application(assets: str | None = None, device: str = "cpu", gpus: float = 0.0):
@@ -90,5 +128,6 @@ def ray_client(handle, model) -> EngineClient:
 
 # what deploy/serve.yaml imports
 app = application()
+recogniser_app = Recogniser.bind()
 
-__all__ = ["Models", "ray_client", "application", "start", "stop"]
+__all__ = ["Models", "Recogniser", "application", "ray_client", "ray_decoder", "start", "start_recogniser", "stop"]

@@ -40,6 +40,7 @@ from models.features.audio import SAMPLE_RATE, whisper_model_path
 from streaming.local_agreement import LocalAgreement
 from streaming.transcript_trust import judge_segment, norm
 from streaming.types import Transcript, Word
+from streaming.whisper_batch import WhisperDecoder
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,10 @@ class StreamingASR:
     ``ctranslate2.models.Whisper``, which the audio feature extractor can share. ``device``:
     "cpu" (int8), "cuda" (float16; an error without a CUDA device) or "auto"
     (``models.providers.whisper_device``); ``compute_type`` overrides the type.
+    ``decoder``: what decodes a buffer (given alone, no model is loaded here), a callable of one ``(audio, prompt)`` returning a
+    ``streaming.whisper_batch.Decoded``; default a ``WhisperDecoder`` on this model with
+    ``context`` ("fit": encoder sized to the speech, "full": 30 s). The app passes one
+    ``models.batcher.Batcher`` around a shared decoder, so all sessions decode in batches.
     Thread-safe: ``push`` may run on a capture thread while ``step`` runs elsewhere.
     """
 
@@ -94,12 +99,14 @@ class StreamingASR:
         max_buffer_s: float = 25.0,
         history_s: float = 600.0,
         vad_parameters: dict | None = None,
+        decoder=None,
+        context: str = "fit",
     ) -> None:
         if not 0 < trim_s < max_buffer_s <= 30.0:
             raise ValueError("need 0 < trim_s < max_buffer_s <= 30 s (Whisper's window)")
-        if whisper is None:
+        if whisper is None and decoder is None:
             whisper = self._load(model_path or whisper_model_path(), compute_type, threads, device)
-        elif not hasattr(whisper, "transcribe"):
+        elif whisper is not None and not hasattr(whisper, "transcribe"):
             raise ValueError(f"whisper must be a faster_whisper.WhisperModel, got {type(whisper).__name__}")
         self.model = whisper
         self.language = language
@@ -109,6 +116,9 @@ class StreamingASR:
         self.max_buffer_s = max_buffer_s
         self.history_s = history_s
         self.vad_parameters = vad_parameters
+        if decoder is None:
+            decoder = WhisperDecoder(whisper, language, beam_size, vad_parameters, context)
+        self.decoder = decoder
         self._lock = threading.RLock()  # guards the state below
         self._step_lock = threading.Lock()  # one decode at a time
         self.reset()
@@ -253,29 +263,19 @@ class StreamingASR:
 
     def _decode(self, audio: np.ndarray, buf_t: float, prompt: str | None) -> tuple[list[Word], float | None, float | None]:
         """Whisper over one buffer (no lock held): words in pipeline time, mean confidences."""
-        segments, _ = self.model.transcribe(
-            audio,
-            language=self.language,
-            beam_size=self.beam_size,
-            temperature=0.0,
-            condition_on_previous_text=False,
-            initial_prompt=prompt,
-            word_timestamps=True,
-            vad_filter=True,
-            vad_parameters=self.vad_parameters,
-        )
-        segments = list(segments)  # the generator does the decoding
+        decoded = self.decoder((audio, prompt))
+        segments = decoded.segments
         dur = len(audio) / SAMPLE_RATE
 
         def at(x: float) -> float:  # seconds into the buffer -> pipeline time
             return buf_t + min(max(x, 0.0), dur)
 
-        speech = self._speech_spans(audio) if segments else []
+        speech = decoded.speech if segments else []
         words = []
         for s in segments:
-            ws = [w for w in (s.words or []) if norm(w.word)]
-            reasons = judge_segment([(w.word, w.start, w.end) for w in ws], s.avg_logprob, s.no_speech_prob, speech)
-            words += [Word(w.word.strip(), at(w.start), at(w.end), float(w.probability), why) for w, why in zip(ws, reasons)]
+            ws = [w for w in s.words if norm(w.text)]
+            reasons = judge_segment([(w.text, w.start, w.end) for w in ws], s.avg_logprob, s.no_speech_prob, speech)
+            words += [Word(w.text.strip(), at(w.start), at(w.end), w.probability, why) for w, why in zip(ws, reasons)]
         if not segments:
             return words, None, None
         return (
@@ -283,17 +283,6 @@ class StreamingASR:
             float(np.mean([s.avg_logprob for s in segments])),
             float(np.mean([s.no_speech_prob for s in segments])),
         )
-
-    def _speech_spans(self, audio: np.ndarray) -> list[tuple[float, float]] | None:
-        """Speech spans (s into the buffer) by faster-whisper's Silero voice-activity detector,
-        with the options the decode used; None when the detector cannot run."""
-        try:
-            from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-            opts = VadOptions(**(self.vad_parameters or {}))
-            return [(d["start"] / SAMPLE_RATE, d["end"] / SAMPLE_RATE) for d in get_speech_timestamps(audio, opts)]
-        except Exception:  # the check is skipped, the decode stands
-            return None
 
     def _trim(self) -> None:
         """Shorten a long buffer at a committed boundary (see the module docstring)."""

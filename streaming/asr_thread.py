@@ -1,6 +1,10 @@
 """The recogniser on its own thread (the pipeline's ``asr_mode="thread"``, live use): audio is
-handed over cheaply, decoded every ``every_s`` seconds, and the newest transcript is read
-whenever a window needs it, so a slow decode never holds a window back."""
+handed over cheaply and decoded as soon as new audio is there, but no sooner than
+``every_s`` after the last decode ended; the newest transcript is read whenever a window
+needs it, so a slow decode never holds a window back. On an idle machine every microphone
+chunk is decoded on arrival; on a busy one (a decode slower than the chunks come, or a
+shared recogniser serving many sessions) decodes simply come less often, each over all the
+audio that arrived meanwhile."""
 
 from __future__ import annotations
 
@@ -15,15 +19,17 @@ from streaming.types import Transcript
 
 class AsrThread:
     """Runs a ``StreamingASR`` on its own thread: ``push`` is cheap, ``latest`` returns the
-    newest transcript; the recogniser decodes every ``every_s`` seconds while audio comes."""
+    newest transcript; the recogniser decodes new audio, at most once per ``every_s``
+    seconds after the previous decode."""
 
-    def __init__(self, asr, every_s: float = 1.0):
+    def __init__(self, asr, every_s: float = 0.25):
         self.asr, self.every_s = asr, every_s
         self._lock = threading.Lock()
         self._cycle = threading.Lock()  # held while a decode cycle runs
         self._pending: list[tuple[np.ndarray, float]] = []
         self._latest: Transcript | None = None
         self._stop = threading.Event()
+        self._fresh = threading.Event()  # audio came since the last cycle took it
         self.decode_ms: list[float] = []
         #: pipeline time up to which the audio has been decoded (the newest returned transcript)
         self.decoded_to = -np.inf
@@ -33,6 +39,7 @@ class AsrThread:
     def push(self, samples: np.ndarray, t: float) -> None:
         with self._lock:
             self._pending.append((samples, t))
+        self._fresh.set()
 
     def latest(self) -> Transcript | None:
         with self._lock:
@@ -40,6 +47,10 @@ class AsrThread:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
+            self._fresh.wait()
+            if self._stop.is_set():
+                return
+            self._fresh.clear()
             with self._cycle:  # flush() waits for a cycle in progress, so audio stays in order
                 with self._lock:
                     pending, self._pending = self._pending, []
@@ -78,4 +89,5 @@ class AsrThread:
 
     def close(self) -> None:
         self._stop.set()
+        self._fresh.set()
         self._thread.join(timeout=5)

@@ -63,7 +63,7 @@ class PipelineConfig:
     text_context_s: float = 3.0
     keep_s: float = 15.0  # history kept for windows and the recogniser
     asr_mode: str = "sync"  # "sync", "thread" or "off"
-    asr_every_s: float = 1.0  # thread mode: decode period
+    asr_every_s: float = 0.25  # thread mode: least time from a decode's end to the next (streaming.asr_thread)
     # a window is judged this long after it ends, so data captured inside it but still on
     # its way (a browser's microphone chunk arrives when its 0.5 s are over) are in; 0 for
     # replays, whose items come in capture order

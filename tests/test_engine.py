@@ -275,9 +275,11 @@ def test_performance_report_names_the_machine_and_the_real_time_limit(tmp_path):
         },
         "fusion_batch1_ms": {"torch": 7.0, "onnxruntime": 1.5},
         "batching": {1: {"fusion torch": 100, "fusion onnxruntime": 500}, 8: {"fusion torch": 700, "fusion onnxruntime": 2000}},
-        "recogniser": {
-            1: {"audio_s": 6.0, "decode_s_p50": 0.8, "rtf_per_session": 0.13, "wall_s": 0.8, "sessions_of_speech_per_s": 7.5}
-        },
+        "recogniser": [
+            {"context": c, "way": w, "sessions": 1, "audio_s": 6.0, "wall_s": 0.8, "rtf_per_session": 0.13, "speech_s_per_s": 7.5}
+            for c in ("full", "fit")
+            for w in ("threads", "batched")
+        ],
         "concurrency": [
             {
                 "sessions": n,
@@ -302,5 +304,5 @@ def test_performance_report_names_the_machine_and_the_real_time_limit(tmp_path):
     md = (tmp_path / "perf.md").read_text()
     assert "2 cores, Test CPU, GPU: none" in md and "unmeasured (no GPU on this machine)" in md
     assert "Largest N in real time, batched: 6" in md and "Largest N in real time, direct: 1" in md
-    assert "| recogniser (1 s of speech/s) | 130.0 |" in md and "| total | 220.0 |" in md
+    assert "| recogniser (a decode of a 6.0 s buffer/s) | 800.0 |" in md and "| total | 890.0 |" in md
     assert (tmp_path / "perf.json").is_file()

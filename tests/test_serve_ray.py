@@ -50,3 +50,26 @@ def test_ray_serve_equals_the_embedded_engine(served, face_frame, speech_clip):
     a, b = via_ray.text_features(texts[0]), embedded.text_features(texts[0])
     assert np.allclose(a.values, b.values, atol=1e-5) and via_ray.text_features("  ") is None
     engine.close()
+
+
+def test_ray_recogniser_equals_the_embedded_one(served, speech_clip):
+    """The recogniser deployment decodes a session's buffer as the embedded shared decoder
+    does (same words, times, confidences), and batches sessions' buffers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models import serve_ray
+    from streaming.asr import StreamingASR
+    from streaming.whisper_batch import WhisperDecoder
+
+    handle = serve_ray.start_recogniser()
+    remote = serve_ray.ray_decoder(handle)
+    local = WhisperDecoder(StreamingASR(threads=1).model)
+    buffers = [(speech_clip, None), (np.concatenate([speech_clip, speech_clip]), "I said it twice."), (speech_clip[:800], None)]
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(remote, buffers))
+    for r, buf in zip(got, buffers):
+        e = local(buf)
+        assert r.speech == e.speech and r.frames == e.frames
+        rw = [(w.text, w.start, w.end) for s in r.segments for w in s.words]
+        assert rw == [(w.text, w.start, w.end) for s in e.segments for w in s.words]
+    assert any(s.words for s in got[0].segments)

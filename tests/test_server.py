@@ -23,27 +23,18 @@ sent as ``null`` (the server holds the state).
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import os
-import socket
 import threading
 import time
-import uuid
-import wave
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-API = "/gradio_api"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from app.http_load import API, QueueSession, free_port  # noqa: E402
+from app.http_load import frame_payload as _frame_payload  # noqa: E402
+from app.http_load import wav_bytes as _wav  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +56,7 @@ def server(app):
 
     demo = build_demo(app)
     demo.queue()
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
     try:
         yield f"http://127.0.0.1:{port}", demo
@@ -91,134 +82,6 @@ def config(http):
     r = http.get("/config")
     r.raise_for_status()
     return r.json()
-
-
-def _dependency(config: dict, api_name: str) -> dict:
-    for d in config["dependencies"]:
-        if d.get("api_name") == api_name:
-            return d
-    raise AssertionError(f"no endpoint {api_name!r} in /config")
-
-
-# ====================================================================== protocol
-class QueueSession:
-    """One browser session speaking the queue protocol; collects the SSE messages."""
-
-    def __init__(self, http, config):
-        self.http, self.config = http, config
-        self.session_hash = uuid.uuid4().hex[:11]
-        self.messages: list[dict] = []
-        self._lock = threading.Lock()
-        self._listener: threading.Thread | None = None
-        self.listen_error: BaseException | None = None
-
-    def _body(self, dep: dict, data: list) -> dict:
-        return {
-            "data": data,
-            "fn_index": dep["id"],
-            "trigger_id": dep["targets"][0][0],
-            "session_hash": self.session_hash,
-            "event_data": None,
-        }
-
-    def join(self, api_name: str, data: list) -> str:
-        dep = _dependency(self.config, api_name)
-        r = self.http.post(f"{API}/queue/join", json=self._body(dep, data))
-        assert r.status_code == 200, r.text
-        event_id = r.json()["event_id"]
-        if self._listener is None:  # the session's message stream exists once an event is queued
-            self._listener = threading.Thread(target=self._listen, daemon=True)
-            self._listener.start()
-        return event_id
-
-    def send(self, api_name: str, event_id: str, data: list) -> None:
-        dep = _dependency(self.config, api_name)
-        r = self.http.post(f"{API}/stream/{event_id}", json=self._body(dep, data) | {"event_id": event_id})
-        assert r.status_code == 200, (r.status_code, r.text)
-
-    def close(self, event_id: str) -> None:
-        self.http.post(f"{API}/stream/{event_id}/close")
-
-    def upload(self, name: str, content: bytes, mime: str) -> dict:
-        r = self.http.post(f"{API}/upload", params={"upload_id": uuid.uuid4().hex[:11]}, files=[("files", (name, content, mime))])
-        r.raise_for_status()
-        path = r.json()[0]
-        return {
-            "path": path,
-            "url": None,
-            "orig_name": name,
-            "size": len(content),
-            "mime_type": mime,
-            "is_stream": False,
-            "meta": {"_type": "gradio.FileData"},
-        }
-
-    def _listen(self) -> None:
-        import httpx
-
-        try:
-            url = f"{self.http.base_url}{API}/queue/data"
-            with httpx.stream("GET", url, params={"session_hash": self.session_hash}, timeout=httpx.Timeout(30, read=60)) as r:
-                for line in r.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    msg = json.loads(line[5:])
-                    with self._lock:
-                        self.messages.append(msg)
-                    if msg.get("msg") == "close_stream":
-                        return
-        except BaseException as e:  # noqa: BLE001 - reported by the test
-            self.listen_error = e
-
-    def outputs(self, event_id: str) -> list[list]:
-        """The output lists of the event's calls so far, oldest first."""
-        with self._lock:
-            return [
-                m["output"]["data"]
-                for m in self.messages
-                if m.get("event_id") == event_id
-                and m.get("msg") in ("process_streaming", "process_completed")
-                and m.get("success")
-                and m.get("output", {}).get("data")
-            ]
-
-    def wait_outputs(self, event_id: str, n: int, timeout: float = 180.0) -> list[list]:
-        """The event's outputs once there are ``n`` of them. ``timeout`` only guards against
-        a hang (a lost message, a dead server): how long the server takes is not tested."""
-        deadline = time.monotonic() + timeout
-        while True:
-            outs = self.outputs(event_id)
-            if len(outs) >= n:
-                return outs
-            if self.errors() or self.listen_error is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{len(outs)} of {n} responses to {event_id}; errors {self.errors()[:2]}, listener {self.listen_error!r}"
-                )
-            time.sleep(0.005)
-
-    def errors(self) -> list[dict]:
-        with self._lock:
-            return [m for m in self.messages if m.get("success") is False or m.get("msg") == "unexpected_error"]
-
-
-def _frame_payload(frame: np.ndarray) -> dict:
-    """What the browser sends for a streaming webcam frame: a JPEG data URL."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="JPEG", quality=90)
-    return {"url": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()}
-
-
-def _wav(samples: np.ndarray, rate: int) -> bytes:
-    """A 16-bit mono WAV file, as the browser's recorder uploads each microphone chunk."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
 
 
 def _html(value) -> str:
@@ -433,3 +296,94 @@ def test_bad_files_get_clear_messages(server, tmp_path):
             client.predict(handle_file(str(path)), "", False, api_name="/on_replay")
         msg = str(err.value)
         assert f"Cannot replay {name}" in msg and ("empty" in msg or "not a video or audio file" in msg), msg
+
+
+def test_two_browsers_at_once_share_the_engine_and_stay_apart(app, server, http, config, frames, speech_clip):
+    """Two browsers streaming at the same time through the one server: A sends camera and
+    microphone, B only its microphone. Each gets its own session, on its own media clock,
+    with one window per hop; A's camera reaches only A's windows; both sessions' windows
+    went through the one engine (its fusion batcher ran them all) and the one shared
+    recogniser. Inputs wait for their answers, so the counts hold on any machine."""
+    from models.features.audio import SAMPLE_RATE
+
+    rate = 48000
+    speech = np.tile(np.concatenate([speech_clip, np.zeros(SAMPLE_RATE // 2, np.float32)]), 4)
+    speech = np.interp(np.arange(int(len(speech) * rate / SAMPLE_RATE)) * SAMPLE_RATE / rate, np.arange(len(speech)), speech)
+    chunk = rate // 2
+    clocks = [MediaClock(), MediaClock()]
+    made = iter(clocks)
+    app.clock_factory = lambda: next(made)
+    fused_before = sum(k * v for k, v in app.engine.stats()["engine-fusion"].items())
+    asr_before = sum(app.recogniser_batches().values())
+    browsers = [QueueSession(http, config), QueueSession(http, config)]
+
+    def live(q):
+        return app.session_for(q.session_hash)
+
+    def drive(q, clock, camera: bool, events: dict, errors: list) -> None:
+        try:
+            tenths = int(round(STREAM_S * 10))
+            schedule = sorted(
+                ([(2 * k, 1, "frame", k) for k in range(tenths // 2 + 1)] if camera else [])
+                + [(5 * (k + 1), 0, "audio", k) for k in range(tenths // 5)]
+            )
+            for at, _, kind, k in schedule:
+                clock.now = at / 10
+                if kind == "frame":
+                    api, data = "stream_frame", [_frame_payload(frames[k % len(frames)]), None]
+                else:
+                    wav = _wav(speech[k * chunk : (k + 1) * chunk], rate)
+                    api, data = "stream_audio", [q.upload("audio.wav", wav, "audio/wav"), None]
+                n = len(q.outputs(events[kind])) if kind in events else 0
+                if kind in events:
+                    q.send(api, events[kind], data)
+                else:
+                    events[kind] = q.join(api, data)
+                q.wait_outputs(events[kind], n + 1)
+                _caught_up(live(q), clock)
+            clock.now = STREAM_S + SETTLE_S + 0.05
+            _caught_up(live(q), clock)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            for ev in events.values():
+                q.close(ev)
+
+    errors: list = []
+    try:
+        # A's first input makes A's session (the first clock); then both stream at once
+        a, b = browsers
+        a_first = a.join("stream_frame", [_frame_payload(frames[0]), None])
+        a.wait_outputs(a_first, 1)  # (the event stays open: closing A's only event ends its message stream)
+        threads = [
+            threading.Thread(target=drive, args=(a, clocks[0], True, {"frame": a_first}, errors)),
+            threading.Thread(target=drive, args=(b, clocks[1], False, {}, errors)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    finally:
+        app.clock_factory = None
+    assert not errors, errors
+    assert not any(q.errors() for q in browsers), [q.errors()[:1] for q in browsers]
+    sa, sb = live(a), live(b)
+    assert sa is not None and sb is not None and sa is not sb
+    assert sa.clock is clocks[0] and sb.clock is clocks[1]
+    for s in (sa, sb):
+        assert [w.t_end for w in s.windows()] == pytest.approx([3.0, 4.0, 5.0])
+    assert any(w.health["vision"].state.name == "OK" for w in sa.windows())
+    assert all(w.health["vision"].state.name == "DROPPED" for w in sb.windows())
+    fused = sum(k * v for k, v in app.engine.stats()["engine-fusion"].items()) - fused_before
+    assert fused >= 6  # both sessions' windows through the one engine
+    assert sum(app.recogniser_batches().values()) > asr_before  # and the shared recogniser
+
+
+def _caught_up(s, clock, deadline_s: float = 60.0) -> None:
+    """Waits until session ``s`` has taken every input and run to ``clock`` (a hang guard)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if s is not None and s.idle() and s.processed_to >= clock.now:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the session did not catch up with {clock.now} s of media")
