@@ -18,6 +18,7 @@ per hop) with p95 latency under the hop. Ways: embedded (the in-process engine a
 shared batched recogniser, the default), direct (``--no-engine``: every session alone) and
 ray (``--serve ray``: a local Ray Serve deployment of the models and the recogniser).
 
+A "## Profile" section already in ``OUT.md`` (notes on where the time went) is kept.
 ``QueueSession`` is also what ``tests/test_server.py`` and ``tests/test_http_load.py``
 drive the server with.
 """
@@ -414,7 +415,10 @@ def write(res: dict, out: Path) -> None:
     for way in dict.fromkeys(r["way"] for r in res["rows"]):
         ok = [r["sessions"] for r in res["rows"] if r["way"] == way and r["real_time"]]
         lines.append(f"\nLargest N in real time, {way}: {max(ok) if ok else 'none'} (of those tried).")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    md = out.with_suffix(".md")
+    kept = md.read_text().split("\n## Profile", 1) if md.is_file() else []
+    tail = "\n## Profile" + kept[1] if len(kept) == 2 else ""  # the hand-written profile notes stay
+    md.write_text("\n".join(lines) + "\n" + tail)
 
 
 def main(argv=None) -> dict:

@@ -120,7 +120,6 @@ class App:
                     self._live[key] = s
             return s
 
-
     def session_for(self, key: str):
         """The live session of the browser tab ``key`` (Gradio's session hash), or None."""
         with self._live_lock:

@@ -346,9 +346,9 @@ def write(res: dict, out: Path) -> None:
         f"Peak resident memory of the benchmark process: {res['rss_mb']:.0f} MB.",
         "",
         "Ways: batched, the embedded engine; direct, each session calls the model; ray, a local Ray "
-        "Serve deployment on this machine (its replica shares the same cores). Not measured here: "
-        "sessions through the HTTP server (`python -m app.load_check` measures health under load "
-        "through it, docs/load-check.md), any GPU figure.",
+        "Serve deployment on this machine (its replica shares the same cores). Sessions through the "
+        "HTTP server, recogniser included: `python -m app.http_load` (docs/http-load.md). Not measured "
+        "here: any GPU figure.",
         "",
     ]
     out.with_suffix(".md").write_text("\n".join(lines))

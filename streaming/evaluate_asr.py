@@ -137,7 +137,10 @@ def evaluate(contexts: list[str], progress: bool = True) -> dict:
                 dict(context=ctx, set=kind, name=name, seconds=round(len(audio) / SAMPLE_RATE, 1), edits=edits, ref_words=n, **r)
             )
             if progress:
-                print(f"{ctx:4s} {name[:32]:32s} WER {edits / max(n, 1):.2f}  {time.perf_counter() - t0:5.1f} s  {r['text'][:60]}", flush=True)
+                print(
+                    f"{ctx:4s} {name[:32]:32s} WER {edits / max(n, 1):.2f}  {time.perf_counter() - t0:5.1f} s  {r['text'][:60]}",
+                    flush=True,
+                )
     return res
 
 
@@ -191,7 +194,9 @@ def write(res: dict, out: Path) -> None:
         )
     lines += ["", "| context | recording | s | WER | committed text |", "| --- | --- | --- | --- | --- |"]
     for r in res["rows"]:
-        lines.append(f"| {r['context']} | {r['name']} | {r['seconds']} | {r['edits'] / max(1, r['ref_words']):.2f} | {r['text'][:90]} |")
+        lines.append(
+            f"| {r['context']} | {r['name']} | {r['seconds']} | {r['edits'] / max(1, r['ref_words']):.2f} | {r['text'][:90]} |"
+        )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
