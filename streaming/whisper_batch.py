@@ -129,12 +129,13 @@ class WhisperDecoder:
             kept = np.concatenate([audio[c["start"] : c["end"]] for c in chunks]) if chunks else audio
             if len(kept) < SAMPLE_RATE // FRAMES_PER_S * 2:
                 continue
-            todo.append((i, kept, chunks, self._prompt(prompt)))
+            feats = self.whisper.feature_extractor(kept)  # transcribe() also leaves the last frame out
+            todo.append((i, feats, min(feats.shape[-1] - 1, FULL_FRAMES), chunks, self._prompt(prompt)))
         # CTranslate2 batches prompts of one length only; and one encoder size per batch: a
         # request is decoded as it would be alone
         groups: dict[tuple[int, int], list] = {}
         for item in todo:
-            groups.setdefault((len(item[3]), self._frames(self._content(item[1]))), []).append(item)
+            groups.setdefault((len(item[4]), self._frames(item[2])), []).append(item)
         for group in groups.values():
             self._run(group, out)
         return out
@@ -157,11 +158,6 @@ class WhisperDecoder:
             return None, None
         return [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in chunks], chunks
 
-    @staticmethod
-    def _content(kept: np.ndarray) -> int:
-        """Log-mel frames of the audio (what the feature extractor gives, less the last)."""
-        return min(len(kept) // (SAMPLE_RATE // FRAMES_PER_S), FULL_FRAMES)
-
     def _frames(self, content: int) -> int:
         if self.context == "full":
             return FULL_FRAMES
@@ -173,14 +169,14 @@ class WhisperDecoder:
         from faster_whisper.vad import SpeechTimestampsMap
 
         w, tok = self.whisper, self.tokenizer
-        feats = [w.feature_extractor(kept) for _, kept, _, _ in todo]
-        content = [min(f.shape[-1] - 1, FULL_FRAMES) for f in feats]
-        frames = max(self._frames(c) for c in content)  # one size per batch
+        feats = [f for _, f, _, _, _ in todo]
+        content = [n for _, _, n, _, _ in todo]
+        frames = self._frames(content[0])  # the group's one encoder size
         batch = np.zeros((len(feats), feats[0].shape[0], frames), np.float32)
-        for row, f, n in zip(batch, feats, content):  # transcribe() also leaves the last frame out
+        for row, f, n in zip(batch, feats, content):
             row[:, : min(n, frames)] = f[:, : min(n, frames)]
         encoded = w.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=False)
-        prompts = [w.get_prompt(tok, previous) for _, _, _, previous in todo]
+        prompts = [w.get_prompt(tok, previous) for _, _, _, _, previous in todo]
         results = w.model.generate(
             encoded,
             prompts,
@@ -206,7 +202,7 @@ class WhisperDecoder:
             # placeholder and their words are dropped below
             rows = [s or [dict(seek=0, start=0.0, end=0.0, tokens=[tok.eot], placeholder=True)] for s in segmented]
             w.add_word_timestamps(rows, tok, encoded, sizes, _PREPEND, _APPEND, 0.0)
-        for (i, _, chunks, _), segs in zip(todo, segmented):
+        for (i, _, _, chunks, _), segs in zip(todo, segmented):
             out[i].frames = frames
             restore = SpeechTimestampsMap(chunks, SAMPLE_RATE) if chunks else None
             for s in segs:
