@@ -141,9 +141,14 @@ class Views:
             return [score_html(None), None, health_html(None), transcript_md([], []), None, ""]
         w = session.latest()
         key = (session.generation, w and (w.t_end, id(w)), tuple(sorted(session.errors.items())))
-        if not force and _DRAWN.get(session) == key:
-            return [gr.skip()] * 6
-        _DRAWN[session] = key
+        words = session.transcript_view()
+        drawn = _DRAWN.get(session)
+        _DRAWN[session] = (key, words)
+        if not force and drawn is not None and drawn[0] == key:
+            # no new window: only the transcript, when a decode brought words since (the
+            # recogniser runs apart from the windows, so words show as they are decoded)
+            same = drawn[1] == words
+            return [gr.skip()] * 3 + [gr.skip() if same else transcript_md(*words)] + [gr.skip()] * 2
         from streaming.plot import Timeline
 
         plot = None
@@ -170,7 +175,7 @@ class Views:
             score_html(w),
             label,
             health_html(w, session.errors),
-            transcript_md(*session.transcript_view()),
+            transcript_md(*words),
             plot,
             status_md(session),
         ]

@@ -58,7 +58,7 @@ def mahalanobis(x: np.ndarray, mean: np.ndarray, prec: np.ndarray) -> np.ndarray
 def score_torch(x: torch.Tensor, mean: torch.Tensor, prec: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """[B] in-domain scores of summary vectors x [B, D] (the formula of the module docstring)."""
     z = x - mean
-    dist = torch.einsum("nd,de,ne->n", z, prec, z).clamp_min(0).sqrt()
+    dist = ((z @ prec) * z).sum(-1).clamp_min(0).sqrt()  # (a matmul, not einsum: exports to ONNX with any batch)
     d50, d95 = ref[0], ref[1]
     beyond = torch.pow(torch.tensor(2.0, dtype=x.dtype), -(dist - d95) / (d95 - d50).clamp_min(1e-6))
     return torch.where(dist <= d95, torch.ones_like(dist), beyond)

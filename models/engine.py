@@ -4,8 +4,9 @@ Each session's pipeline calls its model duck-typed (``face_frames``, ``text_feat
 ``predict`` ...). ``InferenceEngine(model)`` holds the one shared ``SentimentModel`` and a
 ``models.batcher.Batcher`` per batched call; ``engine.client()`` gives a session an object
 that looks like the model, but whose batched calls wait in the engine's queues, so the
-windows, face crops and transcripts of every session that arrive within ``max_wait_s`` of
-each other run as one batch:
+windows, face crops and transcripts of every session that arrive while a batch runs (or
+within ``max_wait_s`` of each other, default 0: a lone request never waits for company)
+run as one batch:
 
     predict(window)       -> SentimentModel.predict_many over the sessions' windows
     face_frames(crops)    -> one face-encoder pass over every session's crops
@@ -26,7 +27,7 @@ from models.types import SequenceFeatures, WindowFeatures
 
 
 class InferenceEngine:
-    def __init__(self, model, max_batch: int = 32, max_wait_s: float = 0.004, start: bool = True) -> None:
+    def __init__(self, model, max_batch: int = 32, max_wait_s: float = 0.0, start: bool = True) -> None:
         self.model = model
         kw = dict(max_batch=max_batch, max_wait_s=max_wait_s, start=start)
         self.predict = Batcher(self._predict, name="engine-fusion", **kw)

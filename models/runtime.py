@@ -13,8 +13,10 @@ which rank the mean score's class first), never NaN. Every result's label is the
 of its score and its probabilities rank that class first (``models.ordinal``). A modality listed in runtime.json's ``single_modality_fallback`` answers
 alone when it is the only one present (see ``SentimentModel.fuse``). The fusion model runs
 in onnxruntime when ``assets/onnx/fusion.onnx``
-exists (what ``models.training.export`` writes), else in torch; so does the face encoder
-(``face_encoder.onnx``); the text and audio encoders run in torch.
+exists (what ``models.training.export`` writes), else in torch; so do the face encoder
+(``face_encoder.onnx``) and the unimodal stack, the text and audio encoders with the
+estimates and in-domain scores (``stack.onnx``, run only when the fingerprint it carries is
+the loaded torch stack's: weights, calibration and in-domain stats alike).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,7 +51,7 @@ from models.types import (
     WindowFeatures,
     is_coherent,
 )
-from models.unimodal import EMOTION_NAMES, StackOutput, UnimodalStack, stack_batch
+from models.unimodal import EMOTION_NAMES, StackGraph, StackOutput, UnimodalStack, stack_batch, stack_fingerprint
 
 #: The shipped models: file stem in assets/weights -> (model class, config class).
 SHIPPED = {
@@ -59,6 +62,9 @@ SHIPPED = {
 }
 
 log = logging.getLogger(__name__)
+
+#: distinct transcripts whose text features ``SentimentModel`` keeps
+TEXT_CACHE = 256
 
 
 def _onnx_session(path: Path | None, threads: int, device: str):
@@ -110,7 +116,10 @@ class SentimentModel:
         # models.training.export; 8 ms against torch's 14 ms per crop on one thread)
         face = None if onnx_path is None else onnx_path.parent / "face_encoder.onnx"
         self._face_session = _onnx_session(face, threads, device)
+        self._stack_session = None if onnx_path is None else self._stack_onnx(onnx_path.parent / "stack.onnx")
         self._text_extractor = None
+        self._text_cache: OrderedDict[str, SequenceFeatures] = OrderedDict()
+        self._text_lock = threading.Lock()
         self._audio_extractor = None
         self._lock = threading.Lock()
 
@@ -137,6 +146,28 @@ class SentimentModel:
         onnx = a / "onnx" / "fusion.onnx" if use_onnx else None
         return cls(stack, m["fusion"], runtime, onnx, threads, device)
 
+    def _stack_onnx(self, path: Path):
+        """The onnxruntime session of ``stack.onnx`` when it was exported from this very stack
+        (else None, logged: the torch stack runs)."""
+        session = _onnx_session(path, self.threads, self.device)
+        if session is None:
+            return None
+        meta = session.get_modelmeta().custom_metadata_map.get("stack_fingerprint")
+        if meta != stack_fingerprint(self.stack):
+            log.warning(
+                "%s was exported from other weights or calibration: the stack runs in torch (rerun models.training.export)", path
+            )
+            return None
+        return session
+
+    def _run_stack(self, batch) -> StackOutput:
+        """``UnimodalStack`` of a batch: in onnxruntime where ``stack.onnx`` is loaded and takes
+        the batch (``StackGraph.feeds``), else in torch."""
+        feeds = None if self._stack_session is None else StackGraph.feeds(batch)
+        if feeds is None:
+            return self.stack(batch)
+        return StackOutput.from_flat(self._stack_session.run(None, feeds))
+
     @property
     def backend(self) -> str:
         return "onnxruntime" if self._session is not None else "torch"
@@ -156,11 +187,35 @@ class SentimentModel:
         return self.text_features_many([text])[0]
 
     def text_features_many(self, texts: Sequence[str]) -> list[SequenceFeatures | None]:
-        """``text_features`` of several transcripts in one MiniLM pass (the engine's batch)."""
-        idx = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+        """``text_features`` of several transcripts in one MiniLM pass (the engine's batch).
+
+        The last ``TEXT_CACHE`` distinct transcripts are remembered (read-only arrays): a live
+        window's text is often its predecessor's (no new word decoded in between), and the
+        same line comes from several windows; only new texts reach MiniLM."""
         out: list[SequenceFeatures | None] = [None] * len(texts)
-        for i, x in zip(idx, self._text()([texts[i] for i in idx]) if idx else ()):
-            out[i] = SequenceFeatures(x, np.ones(len(x), bool))
+        todo: dict[str, list[int]] = {}
+        with self._text_lock:
+            for i, t in enumerate(texts):
+                if isinstance(t, str) and t.strip():
+                    hit = self._text_cache.get(t)
+                    if hit is not None:
+                        self._text_cache.move_to_end(t)
+                        out[i] = hit
+                    else:
+                        todo.setdefault(t, []).append(i)
+        if not todo:
+            return out
+        new = list(todo)
+        for t, x in zip(new, self._text()(new)):
+            f = SequenceFeatures(x, np.ones(len(x), bool))
+            f.values.setflags(write=False)
+            f.valid.setflags(write=False)
+            for i in todo[t]:
+                out[i] = f
+            with self._text_lock:
+                self._text_cache[t] = f
+                while len(self._text_cache) > TEXT_CACHE:
+                    self._text_cache.popitem(last=False)
         return out
 
     def text_read(self, text: str) -> int:
@@ -289,7 +344,7 @@ class SentimentModel:
                 reliability=[[windows[i].reliability_of(m) for m in MODALITIES] for i in rows],
             )
             with self._lock:
-                s = self.stack(batch)
+                s = self._run_stack(batch)
                 score, probs = self.fuse(s)
             for b, (i, u) in enumerate(zip(rows, used)):
                 results[i] = self._result(s, b, u, float(score[b]), probs[b])

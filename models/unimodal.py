@@ -106,6 +106,65 @@ class StackOutput:
         """[B, 3] each modality's own score, in MODALITIES order."""
         return np.stack([self.estimates[m].score.numpy() for m in MODALITIES], 1)
 
+    def flat(self) -> tuple[torch.Tensor, ...]:
+        """The tensors in ``STACK_OUTPUTS`` order (``StackGraph``'s outputs)."""
+        e = self.estimates
+        t, a, v = e[Modality.TEXT], e[Modality.AUDIO], e[Modality.VISION]
+        return (
+            *self.fusion,
+            t.score,
+            t.probs,
+            t.clamped,
+            a.score,
+            a.probs,
+            a.emotions,
+            v.score,
+            v.probs,
+            v.emotions,
+            self.observed,
+            self.in_domain,
+        )
+
+    @classmethod
+    def from_flat(cls, xs: Sequence) -> StackOutput:
+        """Inverse of ``flat``, from tensors or arrays (onnxruntime's outputs)."""
+        xs = [x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x)) for x in xs]
+        n = len(FusionInputs._fields)
+        if len(xs) != len(STACK_OUTPUTS):
+            raise ValueError(f"expected {len(STACK_OUTPUTS)} stack outputs, got {len(xs)}")
+        ts, tp, tc, as_, ap, ae, vs, vp, ve, observed, dom = xs[n:]
+        return cls(
+            fusion=FusionInputs(*xs[:n]),
+            estimates={
+                Modality.TEXT: UnimodalEstimate(ts, tp, clamped=tc),
+                Modality.AUDIO: UnimodalEstimate(as_, ap, emotions=ae),
+                Modality.VISION: UnimodalEstimate(vs, vp, emotions=ve),
+            },
+            observed=observed,
+            in_domain=dom,
+        )
+
+
+#: the fewest audio frames ``stack.onnx`` takes (its graph assumes the stride-2 convolution
+#: gives more than one state)
+STACK_MIN_AUDIO = 3
+#: ``StackGraph``'s inputs: a ``StackBatch`` without the training cache, reliability given
+STACK_INPUTS = ("text", "text_valid", "audio", "audio_valid", "vision", "vision_valid", "present", "reliability")
+#: ``StackGraph``'s outputs (``StackOutput.flat``): the fusion inputs, then each estimate
+STACK_OUTPUTS = tuple(f"fusion_{k}" for k in FusionInputs._fields) + (
+    "text_score",
+    "text_probs",
+    "text_clamped",
+    "audio_score",
+    "audio_probs",
+    "audio_emotions",
+    "vision_score",
+    "vision_probs",
+    "vision_emotions",
+    "observed",
+    "in_domain",
+)
+
 
 class UnimodalStack(nn.Module):
     def __init__(
@@ -146,9 +205,10 @@ class UnimodalStack(nn.Module):
                 buf.copy_(v)
         self.dom_fitted.fill_(1.0)
 
-    def in_domain(self, key: str, x: torch.Tensor) -> torch.Tensor:
-        """[B] in-domain score of summary vectors [B, D] of modality key ('t', 'a', 'v')."""
-        if not bool(self.dom_fitted):
+    def in_domain(self, key: str, x: torch.Tensor, fitted: bool | None = None) -> torch.Tensor:
+        """[B] in-domain score of summary vectors [B, D] of modality key ('t', 'a', 'v');
+        ``fitted`` (default: whether the stats were loaded) False gives every score 1."""
+        if not (bool(self.dom_fitted) if fitted is None else fitted):
             return torch.ones(x.shape[0], dtype=x.dtype)
         return domain.score_torch(
             x, getattr(self, f"dom_{key}_mean"), getattr(self, f"dom_{key}_prec"), getattr(self, f"dom_{key}_ref")
@@ -177,10 +237,11 @@ class UnimodalStack(nn.Module):
         return (logits / self.temperature[2]).softmax(-1)
 
     @torch.no_grad()
-    def forward(self, batch: StackBatch) -> StackOutput:
+    def forward(self, batch: StackBatch, fitted: bool | None = None) -> StackOutput:
         """The fusion inputs and each modality's own estimate (score, ordinal
         probabilities, emotion probabilities for audio and vision, and for text whether
-        the raw score was clamped: counted by the evaluation) of a batch."""
+        the raw score was clamped: counted by the evaluation) of a batch. ``fitted``: see
+        ``in_domain`` (``StackGraph`` fixes it, so the exported graph has no branch on it)."""
         present = batch.present.bool()
         tv = batch.text_valid.bool() & present[:, :1]
         av = batch.audio_valid.bool() & present[:, 1:2]
@@ -205,7 +266,7 @@ class UnimodalStack(nn.Module):
         v_probs = v_emotions @ self.face_map
 
         summ = self.summaries(t["states"], tv, batch.audio, av, vx, vv)
-        dom = torch.stack([self.in_domain(k, summ[k]) for k in domain.KEYS], 1) * observed.float()
+        dom = torch.stack([self.in_domain(k, summ[k], fitted) for k in domain.KEYS], 1) * observed.float()
         if batch.reliability is not None:  # the caller's own knowledge of the input (WindowFeatures.reliability)
             dom = dom * batch.reliability.to(dom.dtype).clamp(0, 1)
         gate = torch.tensor([False, True, True]) & (dom < domain.GATE)
@@ -245,6 +306,55 @@ class UnimodalStack(nn.Module):
             Modality.VISION: UnimodalEstimate(v_score, coherent(v_score, 2, v_dom), emotions=v_emotions),
         }
         return StackOutput(fusion=fusion, estimates=estimates, observed=observed, in_domain=dom)
+
+
+class StackGraph(nn.Module):
+    """``UnimodalStack`` on flat tensors (``STACK_INPUTS`` in, ``STACK_OUTPUTS`` out), with
+    whether its in-domain stats are loaded fixed when it is made: what
+    ``models.training.export`` writes to ``stack.onnx`` and the runtime runs."""
+
+    def __init__(self, stack: UnimodalStack):
+        super().__init__()
+        self.stack = stack
+        self.fitted = bool(stack.dom_fitted)
+
+    def forward(self, text, text_valid, audio, audio_valid, vision, vision_valid, present, reliability):
+        batch = StackBatch(text, text_valid, audio, audio_valid, vision, vision_valid, present, reliability)
+        return self.stack(batch, self.fitted).flat()
+
+    @staticmethod
+    def feeds(batch: StackBatch) -> dict[str, np.ndarray] | None:
+        """A ``StackBatch`` as ``STACK_INPUTS`` arrays (reliability 1 where not given, the same
+        as none: the in-domain scores are multiplied by it). The exported graph takes at least
+        ``STACK_MIN_AUDIO`` audio frames: a batch whose audio is shorter (a batch without
+        audio, padded to 1 frame) is padded with unobserved frames, which change nothing in a
+        window without audio; None when a window with audio has fewer frames (run torch)."""
+        if batch.text_encoded is not None:
+            raise ValueError("StackGraph takes MiniLM token features, not the training cache's encoder states")
+        rel = batch.reliability
+        if rel is None:
+            rel = torch.ones(batch.present.shape, dtype=torch.float32)
+        out = {k: getattr(batch, k).numpy() for k in STACK_INPUTS[:-1]}
+        out["reliability"] = rel.numpy().astype(np.float32, copy=False)
+        short = STACK_MIN_AUDIO - out["audio"].shape[1]
+        if short > 0:
+            if (out["present"][:, 1] & out["audio_valid"].any(1)).any():
+                return None
+            out["audio"] = np.pad(out["audio"], ((0, 0), (0, short), (0, 0)))
+            out["audio_valid"] = np.pad(out["audio_valid"], ((0, 0), (0, short)))
+        return out
+
+
+def stack_fingerprint(stack: nn.Module) -> str:
+    """A hash of every parameter and buffer of ``stack`` (weights, calibration, in-domain
+    stats): ``stack.onnx`` carries its stack's, and the runtime runs it only on a match."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(stack.state_dict().items()):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(v.detach().cpu().numpy()).tobytes())
+    return h.hexdigest()
 
 
 def pad_batch(

@@ -22,7 +22,7 @@ class AsrThread:
     newest transcript; the recogniser decodes new audio, at most once per ``every_s``
     seconds after the previous decode."""
 
-    def __init__(self, asr, every_s: float = 0.25):
+    def __init__(self, asr, every_s: float = 0.0):
         self.asr, self.every_s = asr, every_s
         self._lock = threading.Lock()
         self._cycle = threading.Lock()  # held while a decode cycle runs

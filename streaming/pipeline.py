@@ -24,8 +24,9 @@ Each item is checked once on its way: a ``VideoFrame`` is a valid RGB frame by c
 (its source made it), so the pipeline turns it grey once for the image checks, the face
 checks and the face analyser's crop; a chunk's form and quality are checked once here
 (``AudioChecker.chunk``), and only a usable chunk is stored and heard. Each face crop is
-encoded once (``model.face_frames``), however many windows hold it, and a window's frames
-are put together by the model (``model.face_sequence``).
+encoded once, when its frame arrives (``model.face_frames``; off the window's path), however
+many windows hold it, and a window's frames are put together by the model
+(``model.face_sequence``).
 
 One ``Pipeline`` serves one stream (one browser session, one replay); the model is shared.
 """
@@ -63,7 +64,7 @@ class PipelineConfig:
     text_context_s: float = 3.0
     keep_s: float = 15.0  # history kept for windows and the recogniser
     asr_mode: str = "sync"  # "sync", "thread" or "off"
-    asr_every_s: float = 0.25  # thread mode: least time from a decode's end to the next (streaming.asr_thread)
+    asr_every_s: float = 0.0  # thread mode: least time from a decode's end to the next (streaming.asr_thread); 0: on new audio
     # a window is judged this long after it ends, so data captured inside it but still on
     # its way (a browser's microphone chunk arrives when its 0.5 s are over) are in; 0 for
     # replays, whose items come in capture order
@@ -197,8 +198,17 @@ class Pipeline:
 
     @property
     def transcript(self) -> Transcript | None:
-        """The recogniser's latest good transcript (None without a recogniser)."""
-        return self._transcript if self._asr is not None else None
+        """The recogniser's latest good transcript (None without a recogniser). With the
+        recogniser on its thread, the newest decode, not the one the last window read: the
+        transcript panel shows words as they are decoded (during a text outage, what the
+        windows last read)."""
+        if self._asr is None:
+            return None
+        if self._asr_thread is not None and not self.faults.text_outage(self._clock):
+            tr = self._asr_thread.latest()
+            if tr is not None and not tr.error and (self._transcript is None or tr.t >= self._transcript.t):
+                return tr
+        return self._transcript
 
     def skip(self, frame: VideoFrame, now: float) -> None:
         """A camera frame the caller had no time to analyse (a backlog under load): the camera
@@ -234,7 +244,10 @@ class Pipeline:
             if face_check.usable:
                 crop = obs.crop
         self.health.observe(Modality.VISION, frame.t, 1.0 / self.cfg.vision_fps, check, now, self._transport[Modality.VISION])
-        self.vision.add(AnalysedFrame(frame.t, crop if check.usable else None, check))
+        analysed = AnalysedFrame(frame.t, crop if check.usable else None, check)
+        if analysed.crop is not None:  # encoded on arrival, off the window's path
+            analysed.features = self.model.face_frames(analysed.crop[None])[0]
+        self.vision.add(analysed)
 
     def _audio(self, chunk: AudioChunk, now: float) -> None:
         # the one check of a chunk's form (1-D float, finite, 16 kHz) and quality in the pipeline
@@ -306,7 +319,8 @@ class Pipeline:
         vision_reliability = 1.0
         if statuses[Modality.VISION].state != Health.DROPPED:
             frames = self.vision.window(start, end, VISION_FRAMES)  # as many as the model was trained with
-            # each frame's face is encoded once, when a window first holds it
+            # each frame's face is encoded once, on arrival (``_video``); a frame added
+            # without its features is encoded when a window first holds it
             todo = [f for f in frames if f.crop is not None and f.features is None]
             if todo:
                 for f, x in zip(todo, self.model.face_frames(np.stack([f.crop for f in todo]))):

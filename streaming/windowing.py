@@ -80,7 +80,7 @@ class AnalysedFrame:
     t: float
     crop: np.ndarray | None  # aligned 48x48 face, None when the frame is unusable
     check: Check
-    features: np.ndarray | None = None  # face-encoder output, filled when first needed
+    features: np.ndarray | None = None  # face-encoder output, filled when the frame arrives
 
 
 class VisionTrack:

@@ -152,6 +152,57 @@ def test_each_frame_is_analysed_and_encoded_once(clean):
     assert model.encoded == n_frames  # windows overlap three times, each crop is encoded once
 
 
+def test_a_face_is_encoded_when_its_frame_arrives():
+    """The face encoder runs as each analysed frame comes, not inside the window that first
+    holds it: a window then only assembles encoded frames (its latency is the others')."""
+    model, faces = StubModel(), StubFaces()
+    pipe = Pipeline(model, None, FaultInjector([]), PipelineConfig(asr_mode="off"), face_analyzer=faces)
+    for k in range(3):
+        pipe.push(VideoFrame(k / FPS, frame(k)))
+        assert model.encoded == k + 1 and not model.windows
+    pipe.close()
+
+
+class StubASR:
+    """A recogniser that 'hears' one word per chunk, named after the chunk's time."""
+
+    def __init__(self) -> None:
+        self.words: list = []
+
+    def push(self, samples, t: float) -> None:
+        from streaming.types import Word
+
+        self.words.append(Word(f"w{t:.1f}", t, t + len(samples) / RATE))
+
+    def step(self, now: float):
+        from streaming.types import Transcript
+
+        return Transcript(t=now, committed=[], partial=list(self.words))
+
+
+def test_the_transcript_shows_each_decode_before_any_window():
+    """With the recogniser on its thread, ``Pipeline.transcript`` (the transcript panel) is
+    the newest decode, not the one the last window read; in a text outage it stays put."""
+    import time
+
+    for spec, expect in (("", ["w0.0", "w0.1"]), ("text:outage@0-60", [])):
+        model = StubModel()
+        pipe = Pipeline(
+            model, StubASR(), FaultInjector(parse_spec(spec)), PipelineConfig(asr_mode="thread"), face_analyzer=StubFaces()
+        )
+        for i in range(2):
+            pipe.push(AudioChunk(i * CHUNK_S, speech_like(CHUNK_S, i), RATE))
+        for _ in range(500 if expect else 0):  # the decode thread's turn (at most 5 s; no time asserted)
+            tr = pipe.transcript
+            if tr is not None and len(tr.partial) == 2:
+                break
+            time.sleep(0.01)
+        assert not model.windows  # no window closed yet
+        got = [] if pipe.transcript is None else [w.text for w in pipe.transcript.partial]
+        assert got == expect, spec
+        pipe.close()
+
+
 def test_vision_drop_is_masked_and_recovers():
     by_end, _, _ = stream("vision:drop@2-5")
     row, feats = by_end[5.0]  # the window [2, 5) lies inside the fault

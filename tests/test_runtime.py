@@ -156,9 +156,17 @@ def test_onnx_runtime_backend_matches_torch_backend(window):
     a = SentimentModel.load(use_onnx=True)
     b = SentimentModel.load(use_onnx=False)
     assert a.backend == "onnxruntime" and b.backend == "torch"
-    ra, rb = a.predict(window), b.predict(window)
-    assert ra.score == pytest.approx(rb.score, abs=1e-4)
-    np.testing.assert_allclose(ra.probs, rb.probs, atol=1e-4)
+    for w in (
+        window,
+        WindowFeatures(text=window.text, vision=window.vision),  # no audio: stack.onnx's padded batch
+        WindowFeatures(audio=window.audio),
+    ):
+        ra, rb = a.predict(w), b.predict(w)
+        assert ra.used == rb.used
+        assert ra.score == pytest.approx(rb.score, abs=1e-4)
+        np.testing.assert_allclose(ra.probs, rb.probs, atol=1e-4)
+        for m in rb.per_modality:
+            assert ra.per_modality[m].score == pytest.approx(rb.per_modality[m].score, abs=1e-4)
 
 
 def test_export_round_trip(tmp_path):
@@ -173,3 +181,97 @@ def test_export_round_trip(tmp_path):
     feeds = [random_fusion_inputs(b, lt, la, lv, rng) for b, lt, la, lv in ((2, 9, 30, 6), (1, 40, 3, 20))]
     feeds[1]["present"][:] = False
     assert max_difference(LNLNInference(m).eval(), tmp_path / "f.onnx", feeds) < 1e-4
+
+
+def test_stack_onnx_equals_torch_and_runs_in_the_runtime(window):
+    """stack.onnx (the text and audio encoders, estimates, in-domain scores) against the
+    torch stack: random batches with missing steps and modalities, batch 1, length 1, and a
+    batch without audio (padded by StackGraph.feeds); and the runtime really runs it."""
+    from models.runtime import SentimentModel
+    from models.training.export import max_difference, random_stack_batch
+    from models.unimodal import StackGraph, StackOutput, stack_batch
+
+    a = SentimentModel.load(use_onnx=True)
+    assert a._stack_session is not None, "run python -m models.training.export"
+    rng = np.random.default_rng(7)
+    feeds = [random_stack_batch(b, lt, la, lv, rng) for b, lt, la, lv in ((1, 1, 3, 1), (3, 17, 150, 15), (2, 4, 151, 2))]
+    assert max_difference(StackGraph(a.stack).eval(), assets_dir() / "onnx" / "stack.onnx", feeds) < 1e-4
+
+    no_audio = stack_batch([window.text.values], [None], [window.vision], reliability=[[1.0, 1.0, 0.5]])
+    assert no_audio.audio.shape[1] == 1
+    got = StackOutput.from_flat(a._stack_session.run(None, StackGraph.feeds(no_audio)))
+    ref = a.stack(no_audio)
+    for x, y in zip(got.flat(), ref.flat()):
+        if x.dtype == torch.bool or x.shape != y.shape:  # the padded audio states of an absent voice
+            assert x.shape == y.shape or not got.fusion.audio_valid.any()
+            continue
+        np.testing.assert_allclose(x.numpy(), y.numpy(), atol=1e-4)
+    np.testing.assert_array_equal(got.present.numpy(), ref.present.numpy())
+
+    calls = []
+    run = a._stack_session.run
+    a._stack_session = type("Spy", (), {"run": lambda self, *args: calls.append(1) or run(*args)})()
+    a.predict(window)
+    assert calls, "predict did not run stack.onnx"
+
+
+def test_stale_stack_onnx_is_not_run(tmp_path, caplog):
+    """A stack.onnx exported before the weights or calibration changed is refused (logged),
+    and the torch stack answers."""
+    import shutil
+
+    from models.runtime import SentimentModel
+
+    shutil.copytree(assets_dir(), tmp_path / "assets")
+    rt = json.loads((tmp_path / "assets" / "runtime.json").read_text())
+    rt["unimodal_spread"] = [x * 1.01 for x in rt["unimodal_spread"]]
+    (tmp_path / "assets" / "runtime.json").write_text(json.dumps(rt))
+    with caplog.at_level("WARNING"):
+        m = SentimentModel.load(tmp_path / "assets")
+    assert m._stack_session is None and "stack.onnx was exported from other weights" in caplog.text
+    assert m._session is not None  # the fusion still runs in onnxruntime
+
+
+def test_float16_storage_is_lossless(tmp_path):
+    """halve_storage keeps float16-exact weights as float16 (cast back in the graph) and
+    leaves the others; the graph's outputs do not change at all."""
+    import onnxruntime as ort
+
+    from models.training.export import _export, halve_storage
+
+    torch.manual_seed(0)
+    lin = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(), torch.nn.Linear(64, 8)).eval()
+    with torch.no_grad():
+        lin[0].weight.copy_(lin[0].weight.half().float())  # exact in float16, as the shipped weights
+    x = torch.randn(3, 64)
+    _export(lin, (x,), tmp_path / "m.onnx", ["x"], ["y"], ({0: torch.export.Dim("b", min=1, max=64)},))
+    ref = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    before, after = halve_storage(tmp_path / "m.onnx")
+    assert after < before - 64 * 64 * 2 + 1024  # the exact matrix halved, the other kept
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_text_features_are_cached_read_only_and_bounded(model, monkeypatch):
+    """A transcript seen before skips MiniLM (live windows often repeat their text); the
+    cached arrays cannot be changed by a caller, and the cache keeps TEXT_CACHE texts."""
+    import models.runtime as rt
+
+    monkeypatch.setattr(rt, "TEXT_CACHE", 3)
+    model._text_cache.clear()
+    calls = []
+    real = model._text()
+    monkeypatch.setattr(model, "_text", lambda: lambda texts: calls.append(list(texts)) or real(texts))
+    a = model.text_features("i love it")
+    b, c = model.text_features_many(["i love it", "not at all"])
+    assert b is a and calls == [["i love it"], ["not at all"]]
+    assert not a.values.flags.writeable and not a.valid.flags.writeable
+    with pytest.raises(ValueError):
+        a.values[0, 0] = 1.0
+    for t in ("one", "two", "three"):
+        model.text_features(t)
+    assert list(model._text_cache) == ["one", "two", "three"]  # the oldest went first
+    model.text_features("i love it")
+    assert calls[-1] == ["i love it"]
+    np.testing.assert_array_equal(model.text_features("i love it").values, a.values)
+    model._text_cache.clear()

@@ -140,7 +140,10 @@ def prosody(audio: np.ndarray) -> np.ndarray:
     energy_db = 10 * np.log10(energy + 1e-10)
 
     # YIN difference d(tau) = e0 + e(tau) - 2 r(tau), from FFT cross-correlation.
-    nfft = 1 << int(np.ceil(np.log2(span + _YIN_WINDOW)))
+    # circular correlation is exact for the lags read: head is zero past _YIN_WINDOW and
+    # n + tau <= _YIN_WINDOW - 1 + max_lag < span <= nfft, so nothing wraps (half the FFT
+    # length of a full linear correlation; the same numbers)
+    nfft = 1 << int(np.ceil(np.log2(span)))
     spec_full = np.fft.rfft(frames, nfft)
     spec_head = np.fft.rfft(head, nfft)
     r = np.fft.irfft(np.conj(spec_head) * spec_full, nfft)[:, : max_lag + 1]

@@ -1,13 +1,22 @@
-"""Export the fusion model (and the small audio and face encoders) to ONNX:
-``python -m models.training.export``.
+"""Export the models the runtime runs to ONNX: ``python -m models.training.export``.
 
-Sequence lengths and the batch are dynamic. After writing each file the command runs it
-in onnxruntime on random windows of several lengths, with missing steps and missing
+- ``fusion.onnx``: the LNLN fusion;
+- ``stack.onnx``: the unimodal stack (``models.unimodal.StackGraph``: the text and audio
+  encoders, each modality's own estimate, the in-domain scores, with the calibration of
+  runtime.json and the in-domain stats baked in; it carries a fingerprint of them, and the
+  runtime runs it only when its torch stack has the same);
+- ``face_encoder.onnx``: the face encoder, run on each frame as it arrives;
+- ``audio_encoder.onnx`` (``--models audio``, not shipped: the stack holds it).
+
+Sequence lengths and the batch are dynamic. Weights whose values float16 holds exactly (all
+of the shipped float16 safetensors) are stored as float16 and cast to float32 in the graph
+(``halve_storage``): half the file, the same numbers. After writing each file the command
+runs it in onnxruntime on random windows of several lengths, with missing steps and missing
 modalities (all three absent included), and fails unless every output equals torch's
 within ``--atol`` (default 1e-4).
 
-In: assets/weights/{fusion,audio_encoder,face_encoder}.safetensors; out:
-assets/onnx/*.onnx (``--out``), which ``models.runtime`` runs when present.
+In: assets/weights/*.safetensors, assets/runtime.json; out: assets/onnx/*.onnx (``--out``),
+which ``models.runtime`` runs when present.
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ from models.fusion.lnln import (
     LNLNInference,
 )
 from models.paths import assets_dir
-from models.types import FusionInputs
+from models.types import AUDIO_DIM, TEXT_DIM, VISION_DIM, FusionInputs
+from models.unimodal import STACK_INPUTS, STACK_OUTPUTS, StackGraph, UnimodalStack, stack_fingerprint
 
 
 def random_fusion_inputs(
@@ -115,10 +125,87 @@ def export_audio(model: AudioEncoder, path: Path) -> None:
 def export_face(model: FaceEncoder, path: Path) -> None:
     x = torch.randn(2, 1, INPUT, INPUT)
     b = torch.export.Dim("batch", min=1, max=4096)
-    _export(FaceOutputs(model).eval(), (x,), path, ["x"], ["emb", "logits"], ({0: b},))
+    # not optimised: the exporter would fold the batch norms into the convolutions, weights
+    # float16 cannot hold exactly (halve_storage would leave them float32); onnxruntime makes
+    # the same fusions when it loads the graph
+    _export(FaceOutputs(model).eval(), (x,), path, ["x"], ["emb", "logits"], ({0: b},), optimize=False)
 
 
-def _export(module, args, path: Path, inputs, outputs, shapes) -> None:
+def random_stack_batch(b: int, lt: int, la: int, lv: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random ``StackGraph`` inputs (``STACK_INPUTS``), with missing steps and modalities."""
+    present = rng.random((b, 3)) < 0.7
+    return {
+        "text": rng.normal(scale=0.1, size=(b, lt, TEXT_DIM)).astype(np.float32),
+        "text_valid": rng.random((b, lt)) < 0.9,
+        "audio": rng.normal(size=(b, la, AUDIO_DIM)).astype(np.float32),
+        "audio_valid": rng.random((b, la)) < 0.9,
+        "vision": rng.normal(size=(b, lv, VISION_DIM)).astype(np.float32),
+        "vision_valid": rng.random((b, lv)) < 0.9,
+        "present": present,
+        "reliability": rng.random((b, 3)).astype(np.float32),
+    }
+
+
+def export_stack(stack: UnimodalStack, path: Path) -> None:
+    """The unimodal stack (text and audio encoders, the estimates, the in-domain scores)
+    as one graph; the face encoder runs per frame, on arrival (``face_encoder.onnx``)."""
+    graph = StackGraph(stack).eval()
+    ex = random_stack_batch(2, 12, 150, 9, np.random.default_rng(0))
+    args = tuple(torch.from_numpy(ex[k]) for k in STACK_INPUTS)
+    # sizes inferred (Dim.AUTO): the batch, text and vision lengths from 1, audio from
+    # STACK_MIN_AUDIO frames (StackGraph.feeds pads a batch without audio to it); the checks
+    # below run batch 1 and length 1
+    auto = torch.export.Dim.AUTO
+    shapes = tuple({0: auto, 1: auto} if k.split("_")[0] in ("text", "audio", "vision") else {0: auto} for k in STACK_INPUTS)
+    _export(graph, args, path, list(STACK_INPUTS), list(STACK_OUTPUTS), shapes)
+    _stamp(path, {"stack_fingerprint": stack_fingerprint(stack)})
+
+
+def _stamp(path: Path, meta: dict[str, str]) -> None:
+    import onnx
+
+    m = onnx.load(str(path))
+    for k, v in meta.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.save(m, str(path))
+
+
+def halve_storage(path: Path, min_size: int = 1024) -> tuple[int, int]:
+    """Stores each float32 initializer of ``path`` whose values float16 holds exactly (the
+    shipped weights are float16 safetensors) as float16, cast back to float32 inside the
+    graph: the file halves, and onnxruntime folds the casts when the session is made, so what
+    runs and what comes out are unchanged. Returns (bytes before, bytes after)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    before = path.stat().st_size
+    m = onnx.load(str(path))
+    g = m.graph
+    casts = []
+    for init in list(g.initializer):
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        a = numpy_helper.to_array(init)
+        if a.size < min_size or not np.array_equal(a.astype(np.float16).astype(np.float32), a):
+            continue
+        name = init.name
+        g.initializer.remove(init)
+        g.initializer.append(numpy_helper.from_array(a.astype(np.float16), name + "__f16"))
+        casts.append(helper.make_node("Cast", [name + "__f16"], [name], to=TensorProto.FLOAT, name=name + "__cast"))
+    nodes = casts + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.save(m, str(path))
+    return before, path.stat().st_size
+
+
+def _halved(path: Path) -> None:
+    before, after = halve_storage(path)
+    print(f"{path.name}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB (float16 storage where exact)")
+
+
+def _export(module, args, path: Path, inputs, outputs, shapes, optimize: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -129,7 +216,7 @@ def _export(module, args, path: Path, inputs, outputs, shapes) -> None:
             input_names=inputs,
             output_names=outputs,
             dynamic_shapes=shapes,
-            optimize=True,
+            optimize=optimize,
             verbose=False,
         )
     prog.save(str(path))
@@ -168,11 +255,11 @@ def main(argv=None) -> None:
     ap.add_argument("--assets", help="assets folder (default assets/)")
     ap.add_argument("--out", help="output folder (default <assets>/onnx)")
     ap.add_argument("--atol", type=float, default=1e-4)
-    ap.add_argument("--models", default="fusion,audio,face", help="which to export (comma separated)")
+    ap.add_argument("--models", default="fusion,stack,face", help="which to export (comma separated: fusion, stack, face, audio)")
     args = ap.parse_args(argv)
     which = {m.strip() for m in args.models.split(",") if m.strip()}
-    if not which or which - {"fusion", "audio", "face"}:
-        ap.error("--models takes a comma-separated subset of fusion,audio,face")
+    if not which or which - {"fusion", "stack", "face", "audio"}:
+        ap.error("--models takes a comma-separated subset of fusion,stack,face,audio")
     a = assets_dir(args.assets)
     out = Path(args.out) if args.out else a / "onnx"
     w = a / "weights"
@@ -182,6 +269,7 @@ def main(argv=None) -> None:
     if "fusion" in which:
         fusion, _ = checkpoint.load(w / "fusion.safetensors", LNLN, LNLNConfig)
         export_fusion(fusion, out / "fusion.onnx")
+        _halved(out / "fusion.onnx")
         feeds = [
             random_fusion_inputs(b, lt, la, lv, rng)
             for b, lt, la, lv in ((1, 1, 1, 1), (1, 20, 75, 15), (3, 33, 150, 30), (2, 5, 8, 3))
@@ -192,9 +280,25 @@ def main(argv=None) -> None:
         feeds.append(none)
         failures += _checked("fusion", LNLNInference(fusion).eval(), out / "fusion.onnx", feeds, args.atol)
 
+    if "stack" in which:
+        from models.runtime import SentimentModel
+
+        stack = SentimentModel.load(args.assets, use_onnx=False).stack
+        export_stack(stack, out / "stack.onnx")
+        _halved(out / "stack.onnx")
+        sfeeds = [
+            random_stack_batch(b, lt, la, lv, rng)
+            for b, lt, la, lv in ((1, 1, 3, 1), (1, 20, 150, 15), (3, 33, 150, 30), (2, 5, 9, 3), (1, 64, 151, 15))
+        ]
+        none = random_stack_batch(2, 7, 10, 4, rng)
+        none["present"][:] = False
+        sfeeds.append(none)
+        failures += _checked("stack", StackGraph(stack).eval(), out / "stack.onnx", sfeeds, args.atol)
+
     if "audio" in which:
         audio, _ = checkpoint.load(w / "audio_encoder.safetensors", AudioEncoder, AudioEncoderConfig)
         export_audio(audio, out / "audio_encoder.onnx")
+        _halved(out / "audio_encoder.onnx")
         afeeds = [
             {"x": rng.normal(size=(b, n, audio.cfg.in_dim)).astype(np.float32), "valid": rng.random((b, n)) < 0.9}
             for b, n in ((1, 150), (2, 77), (1, 9))
@@ -204,6 +308,7 @@ def main(argv=None) -> None:
     if "face" in which:
         face, _ = checkpoint.load(w / "face_encoder.safetensors", FaceEncoder, FaceEncoderConfig)
         export_face(face, out / "face_encoder.onnx")
+        _halved(out / "face_encoder.onnx")
         ffeeds = [{"x": rng.normal(size=(b, 1, INPUT, INPUT)).astype(np.float32)} for b in (1, 5)]
         failures += _checked("face", FaceOutputs(face).eval(), out / "face_encoder.onnx", ffeeds, args.atol)
     if failures:
