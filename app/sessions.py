@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.cpu import RECOGNISER_NICE, in_thread, single_threaded
+
 
 class App:
     """Shared, read-only parts (model, recogniser weights) and the session factory.
@@ -21,7 +23,11 @@ class App:
     counts wall-clock seconds from its creation (``LiveSession``'s default). ``engine``:
     the sessions' model calls batched across sessions by one ``models.engine.InferenceEngine``
     (default); False: each session calls the model directly; "ray": the batched calls go to
-    a Ray Serve deployment (``models.serve_ray``) at ``address`` (None: a local Ray instance)."""
+    a Ray Serve deployment (``models.serve_ray``) at ``address`` (None: a local Ray instance).
+
+    The process's CPU policy comes with it (``models.cpu``): each library call on one
+    thread, and the recogniser (its Whisper's worker threads, its batcher and the sessions'
+    recogniser threads) at a lower priority than the windows."""
 
     def __init__(
         self,
@@ -38,6 +44,7 @@ class App:
         from models.engine import InferenceEngine
         from models.runtime import SentimentModel
 
+        single_threaded()
         self.model = model or SentimentModel.load(device=device)
         self.device = device
         # load the text and audio extractors now, not inside the first live window (seconds)
@@ -69,8 +76,9 @@ class App:
         if self.ray_handle is not None:  # Whisper runs in the Ray Serve recogniser
             return StreamingASR(decoder=self.recogniser())
         with self._asr_lock:
-            if self._asr_model is None:  # loaded once, shared by all sessions
-                self._asr_model = StreamingASR(device=self.device, threads=self.asr_threads).model
+            if self._asr_model is None:  # loaded once, shared by all sessions, below the windows' priority
+                load = functools.partial(StreamingASR, device=self.device, threads=self.asr_threads)
+                self._asr_model = in_thread(load, RECOGNISER_NICE).model
         return StreamingASR(whisper=self._asr_model, decoder=self.recogniser())
 
     def recogniser(self):
@@ -87,7 +95,9 @@ class App:
                 from streaming.whisper_batch import WhisperDecoder
 
                 decoder = WhisperDecoder(self._asr_model)
-                self._decoder = Batcher(decoder.decode_many, max_batch=8, max_wait_s=0.01, name="engine-asr")
+                self._decoder = Batcher(
+                    decoder.decode_many, max_batch=8, max_wait_s=0.01, name="engine-asr", nice=RECOGNISER_NICE
+                )
                 self.engine.extra.append(self._decoder)
             return self._decoder
 

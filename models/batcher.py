@@ -11,7 +11,9 @@ request that fails spoils no one else's: only its own future gets the exception.
 
 ``start=False`` runs no worker: tests and single-threaded callers call ``step()``, which
 runs what is queued now (no waiting). ``clock`` and ``wait`` are injectable for the same
-reason. ``sizes`` counts the batch sizes run (for the benchmark).
+reason. ``sizes`` counts the batch sizes run (for the benchmark). ``nice`` lowers the
+worker thread's priority (``models.cpu.lower_priority``): the shared recogniser's batcher
+runs below the windows.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Batcher:
         name: str = "batcher",
         start: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        nice: int = 0,
     ) -> None:
         if max_batch < 1 or not 0 <= max_wait_s <= 1.0:
             raise ValueError(f"need max_batch >= 1 and 0 <= max_wait_s <= 1 s, got {max_batch}, {max_wait_s}")
@@ -41,6 +44,7 @@ class Batcher:
         self.max_wait_s = float(max_wait_s)
         self.name = name
         self.clock = clock
+        self.nice = nice
         self.sizes: Counter[int] = Counter()
         self.failures = 0
         self._queue: deque[tuple[float, Any, Future]] = deque()
@@ -81,6 +85,10 @@ class Batcher:
         return len(batch)
 
     def _run(self) -> None:
+        if self.nice:
+            from models.cpu import lower_priority
+
+            lower_priority(self.nice)
         while True:
             with self._cv:
                 while not self._queue and not self._closed:

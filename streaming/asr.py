@@ -7,18 +7,27 @@ Policy (after "whisper_streaming", Machacek et al. 2023):
 
 - The *buffer* holds the audio since the last trim point. Each ``step`` decodes the whole
   buffer once (greedy, voice-activity filter on, word timestamps on, no conditioning on
-  earlier windows; the committed text before the buffer is the initial prompt).
+  earlier windows; the committed text before the buffer is the initial prompt). The
+  speech detector's probabilities are computed once per 32 ms of the buffer as it grows
+  (``streaming.vad.SpeechDetector``) and give the filter's speech spans.
 - The decode's words that come after the committed ones (by time, then by removing a
   repeated n-gram at the seam) are the *hypothesis*. LocalAgreement-2
   (``streaming.local_agreement.LocalAgreement``, words only): the longest common prefix of this
   hypothesis and the previous decode's hypothesis is committed; the rest is *partial* and
   may still change. Committed words never change and each is emitted once; word times are
   made non-decreasing.
+- Pauses (``pause_s``, 0.5 s; None turns the three rules off): the hypothesis's words that
+  begin before the latest pause of the speaker of at least ``pause_s`` are committed at
+  once (the speech they stand for is over, a second decode would only repeat them), and the
+  buffer is then cut inside that pause (keeping ``PAUSE_LEAD_S`` of it before the speech
+  resumes), so a decode covers the words still open and a short stretch of audio. A
+  ``step`` whose new audio holds no speech, with no word pending, decodes nothing: the
+  transcript is up to date.
 - Every decoded word is checked for hallucination (``streaming.transcript_trust``: loops,
   compression ratio, no-speech probability, speech rate, agreement with the voice-activity
   detector run on the same buffer); a failing word keeps its place with ``Word.suspect``
   set to the reason, and the pipeline never feeds it to the model.
-- When the buffer is longer than ``trim_s`` (15 s) it is cut at the end of the latest
+- When the buffer is longer than ``trim_s`` (15 s) (speech without a pause) it is cut at the end of the latest
   committed sentence (past 20 s: the latest committed word; silence: all but the last 2 s).
   It never exceeds ``max_buffer_s`` (25 s, under Whisper's 30 s window): ``push`` cuts the
   oldest audio, committing the hypothesis words that lie before the cut.
@@ -40,6 +49,7 @@ from models.features.audio import SAMPLE_RATE, whisper_model_path
 from streaming.local_agreement import LocalAgreement
 from streaming.transcript_trust import judge_segment, norm
 from streaming.types import Transcript, Word
+from streaming.vad import THRESHOLD, WINDOW, SpeechDetector, last_pause, speech_spans
 from streaming.whisper_batch import WhisperDecoder
 
 log = logging.getLogger(__name__)
@@ -48,6 +58,8 @@ if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
 _PROMPT_CHARS = 200
+PAUSE_S = 0.5  # a pause this long ends what was said before it
+PAUSE_LEAD_S = 0.5  # silence kept before the speech resumes when the buffer is cut in a pause
 
 
 def _once_each(words: list[str]) -> list[str]:
@@ -78,10 +90,13 @@ class StreamingASR:
     ``ctranslate2.models.Whisper``, which the audio feature extractor can share. ``device``:
     "cpu" (int8), "cuda" (float16; an error without a CUDA device) or "auto"
     (``models.providers.whisper_device``); ``compute_type`` overrides the type.
-    ``decoder``: what decodes a buffer (given alone, no model is loaded here), a callable of one ``(audio, prompt)`` returning a
-    ``streaming.whisper_batch.Decoded``; default a ``WhisperDecoder`` on this model with
-    ``context`` ("fit": encoder sized to the speech, "full": 30 s). The app passes one
-    ``models.batcher.Batcher`` around a shared decoder, so all sessions decode in batches.
+    ``decoder``: what decodes a buffer (given alone, no model is loaded here), a callable of
+    one ``(audio, prompt, spans)`` (``spans``: the speech the detector found, in samples)
+    returning a ``streaming.whisper_batch.Decoded``; default a ``WhisperDecoder`` on this
+    model with ``context`` ("fit": encoder sized to the speech, "full": 30 s). The app
+    passes one ``models.batcher.Batcher`` around a shared decoder, so all sessions decode
+    in batches. ``pause_s``:
+    the pause rules of the module docstring (None: LocalAgreement and the length trims alone).
     Thread-safe: ``push`` may run on a capture thread while ``step`` runs elsewhere.
     """
 
@@ -98,12 +113,14 @@ class StreamingASR:
         trim_s: float = 15.0,
         max_buffer_s: float = 25.0,
         history_s: float = 600.0,
-        vad_parameters: dict | None = None,
         decoder=None,
         context: str = "fit",
+        pause_s: float | None = PAUSE_S,
     ) -> None:
         if not 0 < trim_s < max_buffer_s <= 30.0:
             raise ValueError("need 0 < trim_s < max_buffer_s <= 30 s (Whisper's window)")
+        if pause_s is not None and not 0 < pause_s <= trim_s:
+            raise ValueError(f"pause_s must be None or in (0, trim_s], got {pause_s}")
         if whisper is None and decoder is None:
             whisper = self._load(model_path or whisper_model_path(), compute_type, threads, device)
         elif whisper is not None and not hasattr(whisper, "transcribe"):
@@ -115,9 +132,10 @@ class StreamingASR:
         self.trim_s = trim_s
         self.max_buffer_s = max_buffer_s
         self.history_s = history_s
-        self.vad_parameters = vad_parameters
+        self.pause_s = pause_s
+        self._vad = SpeechDetector()
         if decoder is None:
-            decoder = WhisperDecoder(whisper, language, beam_size, vad_parameters, context)
+            decoder = WhisperDecoder(whisper, language, beam_size, context=context)
         self.decoder = decoder
         self._lock = threading.RLock()  # guards the state below
         self._step_lock = threading.Lock()  # one decode at a time
@@ -149,6 +167,8 @@ class StreamingASR:
             self._decoded_end = -math.inf  # buffer end time at the last decode
             self._words = LocalAgreement(self.history_s)  # committed and pending words
             self._last = Transcript(t=0.0)
+            self._vad.reset()
+            self.skipped = 0  # steps that decoded nothing: no new speech, nothing pending
 
     @property
     def transcript(self) -> Transcript:
@@ -201,15 +221,27 @@ class StreamingASR:
         """Decode the buffer once and return the ``Transcript`` at ``now`` (default: audio end).
 
         With less than ``min_new_s`` of new audio since the last decode, returns the last
-        transcript unchanged.
+        transcript unchanged. With the pause rules on, new audio that holds no speech while
+        no word is pending is not decoded: the last words are returned, stamped ``now``.
         """
         with self._step_lock:
             with self._lock:
                 if self._buf_t is None or self._end - self._decoded_end < self.min_new_s:
                     return self._last
                 audio, buf_t, prompt = self._audio, self._buf_t, self._prompt()
+                probs = self._vad.probs(audio)
+                new_from = max(0.0, self._decoded_end - buf_t)
                 self._decoded_end = self._end
-            return self._decode_and_commit(audio, buf_t, prompt, now, final=False)
+                if self.pause_s is not None and not self._words.pending and _quiet(probs, new_from):
+                    self.skipped += 1
+                    self._cut(max(buf_t, self._end - PAUSE_LEAD_S), in_silence=True)  # no decode of silence
+                    last = self._last
+                    self._last = self._make(now, last.avg_logprob, last.no_speech_prob, None)
+                    return self._last
+                spans = speech_spans(probs, len(audio))
+                pause = last_pause(probs, len(audio), self.pause_s) if self.pause_s is not None else None
+            pause_t = None if pause is None else (buf_t + pause[0] / SAMPLE_RATE, buf_t + pause[1] / SAMPLE_RATE)
+            return self._decode_and_commit(audio, buf_t, prompt, now, final=False, spans=spans, pause=pause_t)
 
     def flush(self, now: float | None = None) -> Transcript:
         """End of stream: decode what is left and commit every pending word; empties the buffer.
@@ -222,9 +254,10 @@ class StreamingASR:
                     return self._last
                 fresh = self._end > self._decoded_end
                 audio, buf_t, prompt = self._audio, self._buf_t, self._prompt()
+                spans = speech_spans(self._vad.probs(audio), len(audio)) if fresh else None
                 self._decoded_end = self._end
             if fresh:
-                self._decode_and_commit(audio, buf_t, prompt, now, final=True)
+                self._decode_and_commit(audio, buf_t, prompt, now, final=True, spans=spans)
             with self._lock:
                 self._words.flush(self._end)  # commits the pending words, also after a failed decode
                 self._cut(self._end)
@@ -244,26 +277,37 @@ class StreamingASR:
         return text or None
 
     def _decode_and_commit(
-        self, audio: np.ndarray, buf_t: float, prompt: str | None, now: float | None, final: bool
+        self,
+        audio: np.ndarray,
+        buf_t: float,
+        prompt: str | None,
+        now: float | None,
+        final: bool,
+        spans: list[tuple[int, int]] | None,
+        pause: tuple[float, float] | None = None,
     ) -> Transcript:
-        """Run Whisper (without the state lock), then apply LocalAgreement-2 and trim."""
+        """Run Whisper (without the state lock), then apply LocalAgreement-2 and the pause
+        rule (``pause``: the latest pause, pipeline time), and trim."""
         try:
-            words, avg_logprob, no_speech = self._decode(audio, buf_t, prompt)
+            words, avg_logprob, no_speech = self._decode(audio, buf_t, prompt, spans)
         except Exception as e:
             with self._lock:
+                self._decoded_end = -math.inf  # the buffer is decoded again next time
                 last = self._last
                 self._last = self._make(now, last.avg_logprob, last.no_speech_prob, f"{type(e).__name__}: {e}")
                 return self._last
         with self._lock:
-            self._words.update(words, final)
+            self._words.update(words, final, settled=None if pause is None else pause[0], audio_from=buf_t)
             if not final:
-                self._trim()
+                self._trim(pause)
             self._last = self._make(now, avg_logprob, no_speech, None)
             return self._last
 
-    def _decode(self, audio: np.ndarray, buf_t: float, prompt: str | None) -> tuple[list[Word], float | None, float | None]:
+    def _decode(
+        self, audio: np.ndarray, buf_t: float, prompt: str | None, spans: list[tuple[int, int]] | None
+    ) -> tuple[list[Word], float | None, float | None]:
         """Whisper over one buffer (no lock held): words in pipeline time, mean confidences."""
-        decoded = self.decoder((audio, prompt))
+        decoded = self.decoder((audio, prompt, spans))
         segments = decoded.segments
         dur = len(audio) / SAMPLE_RATE
 
@@ -284,21 +328,35 @@ class StreamingASR:
             float(np.mean([s.no_speech_prob for s in segments])),
         )
 
-    def _trim(self) -> None:
-        """Shorten a long buffer at a committed boundary (see the module docstring)."""
+    def _trim(self, pause: tuple[float, float] | None = None) -> None:
+        """Shorten the buffer inside the latest pause, or a long one at a committed boundary
+        (see the module docstring)."""
         if self._buf_t is None:
             return
+        if pause is not None:
+            cut = self._words.pause_cut(self._buf_t, pause, PAUSE_LEAD_S)
+            if cut is not None:
+                self._cut(cut, in_silence=True)
+                return
         cut = self._words.cut_point(self._buf_t, self._end, self.trim_s, self.max_buffer_s)
         if cut is not None:
             self._cut(cut)
 
-    def _cut(self, t: float, commit: bool = False) -> None:
-        """Drop buffered audio before time ``t``; with ``commit``, commit pending words before it."""
+    def _cut(self, t: float, commit: bool = False, in_silence: bool = False) -> None:
+        """Drop buffered audio before time ``t``; with ``commit``, commit pending words before
+        it. A cut ``in_silence`` is moved to the nearest point of the speech detector's 32 ms grid, so that
+        what it computed stays; any other cut is exact (a cut at a word's end that is 20 ms
+        early leaves a scrap of the word that Whisper reads as one, and the detector starts
+        over on the new buffer)."""
         if commit:
             self._words.commit_before(t)
         n = min(len(self._audio), max(0, round((t - self._buf_t) * SAMPLE_RATE)))
+        if in_silence and n < len(self._audio):
+            n = round(n / WINDOW) * WINDOW
+            n -= WINDOW if n > len(self._audio) else 0
         self._audio = self._audio[n:]
         self._buf_t += n / SAMPLE_RATE
+        self._vad.drop(n)
 
     def _make(self, now: float | None, avg_logprob: float | None, no_speech_prob: float | None, error: str | None) -> Transcript:
         return Transcript(
@@ -309,3 +367,9 @@ class StreamingASR:
             no_speech_prob=no_speech_prob,
             error=error,
         )
+
+
+def _quiet(probs: np.ndarray, from_s: float) -> bool:
+    """No window from ``from_s`` (seconds into the buffer) on is speech."""
+    tail = probs[int(from_s * SAMPLE_RATE) // WINDOW :]
+    return not len(tail) or float(np.max(tail)) < THRESHOLD

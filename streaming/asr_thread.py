@@ -4,7 +4,8 @@ handed over cheaply and decoded as soon as new audio is there, but no sooner tha
 needs it, so a slow decode never holds a window back. On an idle machine every microphone
 chunk is decoded on arrival; on a busy one (a decode slower than the chunks come, or a
 shared recogniser serving many sessions) decodes simply come less often, each over all the
-audio that arrived meanwhile."""
+audio that arrived meanwhile. ``nice`` lowers the thread's priority (``models.cpu``): live
+sessions run their recogniser below their windows."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ class AsrThread:
     newest transcript; the recogniser decodes new audio, at most once per ``every_s``
     seconds after the previous decode."""
 
-    def __init__(self, asr, every_s: float = 0.0):
-        self.asr, self.every_s = asr, every_s
+    def __init__(self, asr, every_s: float = 0.0, nice: int = 0):
+        self.asr, self.every_s, self.nice = asr, every_s, nice
         self._lock = threading.Lock()
         self._cycle = threading.Lock()  # held while a decode cycle runs
         self._pending: list[tuple[np.ndarray, float]] = []
@@ -46,6 +47,10 @@ class AsrThread:
             return self._latest
 
     def _run(self) -> None:
+        if self.nice:
+            from models.cpu import lower_priority
+
+            lower_priority(self.nice)
         while not self._stop.wait(self.every_s):
             self._fresh.wait()
             if self._stop.is_set():

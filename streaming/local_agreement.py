@@ -10,11 +10,14 @@ what has been decided (after "whisper_streaming", Machacek et al. 2023):
 ``update(words)`` takes one decode: its words after the committed ones (by time, then with a
 repeated n-gram at the seam removed) are the *hypothesis*; the longest common prefix of the
 hypothesis and ``pending`` (compared without case or punctuation) is committed, the rest
-becomes ``pending``. ``update(words, final=True)`` takes the stream's last decode as
+becomes ``pending``. ``update(words, settled=t)`` also commits the hypothesis's words that
+begin before ``t``, where the speaker paused (their speech is over: a second decode would
+only repeat them), their ends held to ``t``. ``update(words, final=True)`` takes the stream's last decode as
 ``pending`` as it is; ``flush(t)`` (or ``commit_before(t)`` when audio before ``t`` is
 dropped) commits pending words that end by ``t``. Words keep their ``suspect`` reason
 (``streaming.transcript_trust``) when committed. ``cut_point`` says where a long audio
-buffer can be cut without losing an undecided word. No audio and no recogniser here.
+buffer can be cut without losing an undecided word, ``pause_cut`` where a buffer can be cut
+inside a pause. No audio and no recogniser here.
 """
 
 from __future__ import annotations
@@ -48,32 +51,49 @@ class LocalAgreement:
         """End time of the last committed word; -inf before the first."""
         return self.committed[-1].end if self.committed else -math.inf
 
-    def hypothesis(self, words: list[Word]) -> list[Word]:
+    def hypothesis(self, words: list[Word], audio_from: float | None = None) -> list[Word]:
         """The decoded ``words`` past the committed ones: those starting after the last
         committed word (less ``SEAM_S``), without a leading repeat of up to ``SEAM_WORDS``
-        of the last committed words, their times moved to no earlier than its end."""
+        of the last committed words, their times moved to no earlier than its end.
+        ``audio_from``: where the decoded audio began; when the committed words all end
+        before it, the decode cannot have heard them again, and a leading repeat is a
+        person saying it again (no repeat is removed)."""
         if not self.committed:
             return list(words)
         last_end = self.committed_end
         new = [w for w in words if w.start > last_end - SEAM_S]
         tail = [norm(w.text) for w in self.committed[-SEAM_WORDS:]]
-        for n in range(min(len(tail), len(new)), 0, -1):
+        heard_again = audio_from is None or last_end > audio_from
+        for n in range(min(len(tail), len(new)) if heard_again else 0, 0, -1):
             if tail[-n:] == [norm(w.text) for w in new[:n]]:
                 new = new[n:]
                 break
         return [Word(w.text, max(w.start, last_end), max(w.end, last_end), w.probability, w.suspect) for w in new]
 
-    def update(self, words: list[Word], final: bool = False) -> list[Word]:
-        """One decode's words. Commits the hypothesis's agreement with ``pending`` (with
-        ``final``: nothing, the hypothesis becomes ``pending`` as it is, for ``flush``);
-        returns the words committed now."""
-        hyp = self.hypothesis(words)
+    def update(
+        self, words: list[Word], final: bool = False, settled: float | None = None, audio_from: float | None = None
+    ) -> list[Word]:
+        """One decode's words (of audio from ``audio_from``, see ``hypothesis``). Commits the
+        hypothesis's agreement with ``pending`` and its words beginning before ``settled``
+        (with ``final``: nothing, the hypothesis becomes ``pending`` as it is, for
+        ``flush``); returns the words committed now."""
+        hyp = self.hypothesis(words, audio_from)
         if final:
             self.pending = hyp
             return []
         k = 0
         while k < min(len(hyp), len(self.pending)) and norm(hyp[k].text) == norm(self.pending[k].text):
             k += 1
+        if settled is not None:
+            before = 0
+            while before < len(hyp) and hyp[before].start < settled:
+                before += 1
+            if before > k:  # the speech of these words is over: their ends lie in it
+                hyp = [
+                    Word(w.text, w.start, min(w.end, max(settled, w.start)), w.probability, w.suspect) if i < before else w
+                    for i, w in enumerate(hyp)
+                ]
+                k = before
         done = self._commit(hyp[:k])
         self.pending = hyp[k:]
         return done
@@ -108,6 +128,16 @@ class LocalAgreement:
         if cut is None and not self.pending:
             cut = max(min(last, end), end - 2.0)
         return cut if cut is not None and cut > start else None
+
+    def pause_cut(self, start: float, pause: tuple[float, float], lead_s: float) -> float | None:
+        """Where to cut a buffer beginning at ``start`` inside ``pause`` (the speaker stopped
+        at ``pause[0]`` and resumed, or the audio ends, at ``pause[1]``): ``lead_s`` before
+        the resumption, not before the pause; None when a pending word begins before that
+        or the cut would not shorten the buffer."""
+        cut = max(pause[0], pause[1] - lead_s)
+        if cut <= start or any(w.start < cut for w in self.pending):
+            return None
+        return cut
 
     def _commit(self, words: list[Word]) -> list[Word]:
         """Appends words to ``committed`` with non-decreasing times; returns them as committed."""

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from models.cpu import RECOGNISER_NICE
 from models.features.audio import SAMPLE_RATE
 from models.types import VISION_FPS, VISION_FRAMES, WINDOW_SECONDS, Modality, SentimentResult, WindowFeatures
 from streaming.asr_thread import AsrThread
@@ -65,6 +66,7 @@ class PipelineConfig:
     keep_s: float = 15.0  # history kept for windows and the recogniser
     asr_mode: str = "sync"  # "sync", "thread" or "off"
     asr_every_s: float = 0.0  # thread mode: least time from a decode's end to the next (streaming.asr_thread); 0: on new audio
+    asr_nice: int = RECOGNISER_NICE  # thread mode: the recogniser thread's priority below the windows' (models.cpu)
     # a window is judged this long after it ends, so data captured inside it but still on
     # its way (a browser's microphone chunk arrives when its 0.5 s are over) are in; 0 for
     # replays, whose items come in capture order
@@ -108,7 +110,9 @@ class Pipeline:
         self.windower = Windower(self.cfg.window_s, self.cfg.hop_s)
         self.smoother = Smoother(self.cfg.smoothing)
         self._asr = asr if self.cfg.asr_mode != "off" else None
-        self._asr_thread = AsrThread(asr, self.cfg.asr_every_s) if asr is not None and self.cfg.asr_mode == "thread" else None
+        self._asr_thread = (
+            AsrThread(asr, self.cfg.asr_every_s, self.cfg.asr_nice) if asr is not None and self.cfg.asr_mode == "thread" else None
+        )
         self._transcript = Transcript(t=0.0)
         self._typed_text: tuple[float, str] | None = None
         self._last_vision_t = -np.inf

@@ -3,7 +3,10 @@
 ``WhisperDecoder(whisper).decode_many([(audio, prompt), ...])`` -> one ``Decoded`` per
 request: the words (seconds into that audio, with probabilities), each segment's mean log
 probability and no-speech probability, and the speech spans the voice-activity detector
-found. ``decode(audio, prompt)`` is the same for one stream. This is what
+found. ``decode(audio, prompt)`` is the same for one stream. A request may carry its speech
+spans as a third item, ``(audio, prompt, spans)`` (``[(start, end)]`` in samples, as
+``streaming.vad.speech_spans`` gives them): the streaming recogniser computes them
+incrementally (``streaming.vad.SpeechDetector``), and the detector is not run again here. This is what
 ``faster_whisper.WhisperModel.transcribe`` does for one short buffer with our options
 (greedy, temperature 0, voice-activity filter, word timestamps, no conditioning but the
 initial prompt), with two changes measured in ``docs/performance.md``:
@@ -18,6 +21,12 @@ initial prompt), with two changes measured in ``docs/performance.md``:
   on short clips (``python -m streaming.evaluate_asr``, docs/asr-context.md: 8 s and 10 s
   floors repeated lines, 15 s gave real-clip WER 0.28 against 0.33 with 30 s, at a third
   of the decode time). ``context="full"`` keeps Whisper's 30 s.
+
+A decode stops after ``TOKENS_PER_S`` tokens per second of the speech it reads (plus
+``TOKENS_SLACK``): fast speech takes about 6 a second with the timestamps, so nothing said
+is cut, but a decode that loops (tiny.en does, now and then) stops there instead of running
+on to Whisper's 448 tokens, seconds of CPU that the other sessions' decodes in its batch
+wait for (its words are then suspect to ``streaming.transcript_trust`` anyway).
 
 The prompt (the committed text before the buffer) is cut to its last ``prompt_tokens``
 tokens: CTranslate2 batches only prompts of one length, so requests are grouped by it (and
@@ -40,6 +49,7 @@ import numpy as np
 from models.features.audio import SAMPLE_RATE
 
 FRAMES_PER_S = 100  # Whisper's log-mel frames per second
+TOKENS_PER_S, TOKENS_SLACK = 10, 10  # the most tokens a decode may write per second of speech, and beyond
 FULL_FRAMES = 3000  # its 30 s window
 
 # faster-whisper's transcribe() defaults, which StreamingASR used
@@ -111,18 +121,20 @@ class WhisperDecoder:
     def decode(self, audio: np.ndarray, prompt: str | None = None) -> Decoded:
         return self.decode_many([(audio, prompt)])[0]
 
-    def __call__(self, request: tuple[np.ndarray, str | None]) -> Decoded:
-        """``decode`` of one ``(audio, prompt)``: the call a ``models.batcher.Batcher`` takes."""
+    def __call__(self, request: tuple) -> Decoded:
+        """``decode`` of one ``(audio, prompt[, spans])``: the call a ``models.batcher.Batcher`` takes."""
         return self.decode_many([request])[0]
 
-    def decode_many(self, requests: list[tuple[np.ndarray, str | None]]) -> list[Decoded]:
-        """One ``Decoded`` per ``(audio, prompt)``: float32 mono 16 kHz audio of at most 30 s."""
+    def decode_many(self, requests: list[tuple]) -> list[Decoded]:
+        """One ``Decoded`` per ``(audio, prompt)`` or ``(audio, prompt, spans)``: float32 mono
+        16 kHz audio of at most 30 s; ``spans`` (samples) when the caller detected the speech."""
         out, todo = [], []
-        for i, (audio, prompt) in enumerate(requests):
+        for i, request in enumerate(requests):
+            audio, prompt, spans = (*request, None)[:3]
             audio = np.asarray(audio, np.float32)
             if audio.ndim != 1 or len(audio) > FULL_FRAMES * SAMPLE_RATE // FRAMES_PER_S:
                 raise ValueError(f"audio must be mono and at most 30 s, got shape {audio.shape}")
-            speech, chunks = self._speech(audio)
+            speech, chunks = self._speech(audio) if spans is None else _given(spans, len(audio))
             out.append(Decoded(speech=speech))
             if chunks == []:  # the detector heard no speech: nothing to decode
                 continue
@@ -177,13 +189,15 @@ class WhisperDecoder:
             row[:, : min(n, frames)] = f[:, : min(n, frames)]
         encoded = w.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=False)
         prompts = [w.get_prompt(tok, previous) for _, _, _, _, previous in todo]
+        # CTranslate2's max_length counts the prompt too
+        budget = max(len(p) + math.ceil(TOKENS_PER_S * n / FRAMES_PER_S) + TOKENS_SLACK for p, n in zip(prompts, content))
         results = w.model.generate(
             encoded,
             prompts,
             beam_size=self.beam_size,
             patience=1,
             length_penalty=1,
-            max_length=w.max_length,
+            max_length=min(w.max_length, budget),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -236,6 +250,17 @@ class WhisperDecoder:
             s.update(avg_logprob=float(avg_logprob), no_speech_prob=float(no_speech))
             keep.append(s)
         return keep
+
+
+def _given(spans, n: int) -> tuple[list[tuple[float, float]], list[dict]]:
+    """(speech spans in s, detector chunks in samples) from spans the caller detected."""
+    chunks = []
+    for a, b in spans:
+        a, b = max(0, int(a)), min(n, int(b))
+        if b <= a:
+            raise ValueError(f"speech span ({a}, {b}) is empty or outside the {n} samples of audio")
+        chunks.append({"start": a, "end": b})
+    return [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in chunks], chunks
 
 
 __all__ = ["Decoded", "DecodedSegment", "DecodedWord", "WhisperDecoder"]

@@ -187,3 +187,23 @@ def test_decode_failure_is_reported_not_raised(asr, sentence):
     assert len(asr._audio) == 2 * SAMPLE_RATE  # the buffer is kept for the next try
     asr.push(sentence[2 * SAMPLE_RATE : 3 * SAMPLE_RATE], 2.0)
     assert asr.step().error is None
+
+
+def test_a_pause_commits_the_words_before_it_and_silence_is_not_decoded(asr, tmp_path_factory):
+    first = _speak(tmp_path_factory, "i went to the market to buy fresh bread")
+    second = _speak(tmp_path_factory, "then i walked home along the river")
+    audio = np.concatenate([first, np.zeros(2 * SAMPLE_RATE, np.float32), second])
+    steps, final = _stream(asr, audio, start=0.0)
+    second_at = (len(first) + 2 * SAMPLE_RATE) / SAMPLE_RATE
+    before = [s for s, k in zip(steps, range(len(steps))) if (k + 1) * CHUNK / SAMPLE_RATE <= second_at]
+    said = _words(" ".join(w.text for w in before[-1].committed))
+    # the first sentence is committed before the second begins: its pause ended it
+    assert {"went", "market", "fresh"} <= set(said), said
+    assert before[-1].partial == []
+    assert min(s.buffer_s for s in before[-3:]) < 1.5  # the buffer was cut in the pause
+    assert asr.skipped >= 2  # steps over the silence decoded nothing ...
+    ends = [(k + 1) * CHUNK / SAMPLE_RATE for k in range(len(audio) // CHUNK)]  # (a last short chunk: no step)
+    assert [s.t for s in steps[: len(ends)]] == pytest.approx(ends)  # ... yet every step's transcript is up to date
+    text = _words(final.text())
+    assert {"market", "walked", "river"} <= set(text) and len(text) <= 16, text
+    _assert_monotonic(final.committed, 0.0, len(audio) / SAMPLE_RATE)

@@ -147,3 +147,36 @@ def test_history_is_bounded():
     assert la.committed[0].end >= la.committed_end - 5.0  # the older words are forgotten
     la.reset()
     assert la.committed == [] and la.pending == [] and la.committed_end == -math.inf
+
+
+def test_words_before_a_pause_are_committed_by_one_decode():
+    la = LocalAgreement()
+    hyp = words("don't forget a jacket", 0.0) + words("also i", 3.0)
+    done = la.update(hyp, settled=2.0)  # the speaker stopped at 2.0 s
+    assert texts(done) == ["don't", "forget", "a", "jacket"] and texts(la.pending) == ["also", "i"]
+    assert la.committed[-1].end <= 2.0  # held inside the speech: the next words are not taken as repeats
+    # a later decode agrees as usual
+    assert texts(la.update(words("also i was", 3.0))) == ["also", "i"]
+
+
+def test_a_pause_cut_needs_nothing_pending_before_it():
+    la = LocalAgreement()
+    la.update(words("one two", 0.0), settled=1.0)
+    assert la.pause_cut(0.0, (1.0, 2.5), lead_s=0.5) == pytest.approx(2.0)  # 0.5 s before the speech resumes
+    assert la.pause_cut(0.0, (1.0, 1.2), lead_s=0.5) == pytest.approx(1.0)  # not before the pause
+    assert la.pause_cut(2.5, (1.0, 2.5), lead_s=0.5) is None  # would not shorten the buffer
+    la.update(words("three", 1.5))
+    assert la.pending and la.pause_cut(0.0, (1.0, 2.5), lead_s=0.5) is None  # "three" would be lost
+
+
+def test_a_sentence_said_again_after_a_cut_is_not_a_seam_repeat():
+    la = LocalAgreement()
+    la.update(words("don't forget a jacket", 0.0), settled=2.0)
+    again = words("don't forget a jacket", 2.6)
+    # the decoded audio began at 2.5 s, after every committed word: the words are new
+    la.update(again, settled=4.6, audio_from=2.5)
+    assert texts(la.committed) == ["don't", "forget", "a", "jacket"] * 2
+    la2 = LocalAgreement()
+    la2.update(words("don't forget a jacket", 0.0), settled=2.0)
+    la2.update(words("jacket and", 1.95), audio_from=0.0)  # the same audio heard again: a repeat
+    assert texts(la2.pending) == ["and"]
