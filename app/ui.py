@@ -128,9 +128,12 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                 return app.live_session(getattr(request, "session_hash", None))
 
             def on_frame(frame, s, request: gr.Request):
+                # the views go out with the microphone's chunks (every 0.5 s) and the 1 s tick:
+                # five frame events a second each filling six outputs (mostly gr.skip(), which
+                # Gradio still builds a component for) cost the server more than the windows' fusion
                 s = ensure(s, request)
                 s.video(frame)
-                return [s] + Views.values(s, gr)
+                return s
 
             def on_audio(chunk, s, request: gr.Request):
                 s = ensure(s, request)
@@ -169,7 +172,7 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                 cam.stream(
                     on_frame,
                     [cam, session],
-                    outs,
+                    [session],
                     stream_every=0.2,
                     time_limit=3600,
                     concurrency_limit=None,

@@ -11,15 +11,8 @@ STATE_STYLE = {"OK": "#1b7f3b", "DEGRADED": "#b86e00", "DROPPED": "#b3261e"}
 TRANSCRIPT_SPAN_S = 60.0  # the transcript panel shows the words of the last minute
 #: what each session was last drawn from (``Views.values``), so an unchanged one is skipped
 _DRAWN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-#: each session's timeline (``streaming.plot.Timeline``), kept and moved on with its windows
-_TIMELINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 TIMELINE_WINDOWS = 120  # the timeline reads the latest windows ...
 TIMELINE_HORIZON_S = 90.0  # ... and shows this many seconds of them
-#: the timeline is redrawn when a window at least this much newer (window time) than the one
-#: it last showed comes, not on every window: drawing it is the server's costliest step per
-#: session (about 180 ms on a 2-core CPU; docs/http-load.md), the score and badges stay per window
-TIMELINE_EVERY_S = 3.0
-_PLOTTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # session -> (generation, t_end)
 
 
 def _esc(text: str) -> str:
@@ -126,7 +119,9 @@ class Views:
         self.label = gr.Label(num_top_classes=3, label="Sentiment confidences")
         self.health = gr.HTML(health_html(None), elem_id=f"{prefix}-health")
         self.transcript = gr.Markdown("*(no speech recognised yet)*", label="Transcript", elem_id=f"{prefix}-transcript")
-        self.plot = gr.Plot(label="Timeline")
+        # an SVG the browser draws (streaming.timeline): the server only writes it (4 ms for 120
+        # windows), where rendering a matplotlib figure took about 200 ms of its CPU
+        self.plot = gr.HTML("", label="Timeline", elem_id=f"{prefix}-timeline")
         self.status = gr.Markdown("", elem_id=f"{prefix}-status")
 
     @property
@@ -149,27 +144,12 @@ class Views:
             # recogniser runs apart from the windows, so words show as they are decoded)
             same = drawn[1] == words
             return [gr.skip()] * 3 + [gr.skip() if same else transcript_md(*words)] + [gr.skip()] * 2
-        from streaming.plot import Timeline
+        plot = ""
+        if w is not None:
+            from streaming.timeline import timeline_data, timeline_svg
 
-        plot = None
-        last = _PLOTTED.get(session)
-        ended = getattr(session, "finished", None) is not None and session.finished.is_set()  # a replay's last windows
-        due = force or ended or last is None or last[0] != session.generation or w is None
-        due = due or w.t_end - last[1] >= TIMELINE_EVERY_S
-        if w is not None and not due:
-            plot = gr.skip()
-        elif w is not None:
-            _PLOTTED[session] = (session.generation, w.t_end)
-            from gradio.components.plot import PlotData
-            from gradio.processing_utils import encode_plot_to_base64
-
-            timeline = _TIMELINES.setdefault(session, Timeline())
-            recent = session.windows(TIMELINE_WINDOWS)
-            # rendered here, under the timeline's lock, as gr.Plot would render a figure: the
-            # session's other events may move the same figure on meanwhile
-            with timeline.lock:
-                fig = timeline.update(recent, session.faults.timeline(), horizon=TIMELINE_HORIZON_S)
-                plot = PlotData(type="matplotlib", plot=encode_plot_to_base64(fig, "webp"))
+            data = timeline_data(session.windows(TIMELINE_WINDOWS), session.faults.timeline(), horizon=TIMELINE_HORIZON_S)
+            plot = timeline_svg(data)
         label = None if w is None or w.no_data else w.result.confidences()
         return [
             score_html(w),

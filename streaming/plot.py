@@ -1,8 +1,10 @@
-"""The sentiment timeline: score with its confidence band, class probabilities and each
-sensor's health, with fault intervals shaded. Used by the simulator and the UI.
+"""The sentiment timeline drawn with matplotlib, for files (the simulator's PNG): score with
+its confidence band, class probabilities and each sensor's health, with fault intervals
+shaded. What it shows comes from ``streaming.timeline.timeline_data``; the live page draws
+the same data as SVG (``streaming.timeline.timeline_svg``).
 
-``Timeline`` keeps one figure and moves its artists to new windows (the UI redraws it on
-every window); ``timeline_figure`` draws a figure once."""
+``Timeline`` keeps one figure and moves its artists to new windows; ``timeline_figure``
+draws a figure once."""
 
 from __future__ import annotations
 
@@ -18,20 +20,12 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from models.types import MODALITIES, SENTIMENT_CLASSES  # noqa: E402
-from streaming.types import HealthStatus, WindowResult  # noqa: E402
+from streaming.timeline import CLASS_COLOURS, FAULT_COLOURS, timeline_data  # noqa: E402
+from streaming.types import WindowResult  # noqa: E402
 
-STATE_COLOURS = {"OK": "#2ca02c", "DEGRADED": "#ff9f1c", "DROPPED": "#d62728"}
-CLASS_COLOURS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#1f77b4"}
-FAULT_COLOURS = {"vision": "#9467bd", "audio": "#17becf", "text": "#bcbd22"}
 #: the gid of a fault label's text (tests and callers find the labels by it)
 FAULT_LABEL_GID = "fault-label"
 _FAULT_GIDS = (FAULT_LABEL_GID, "fault-band", "fault-span")  # redrawn on every update
-
-
-def confidence_band(score: np.ndarray, confidence: np.ndarray, width: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
-    """score +- width * (1 - confidence): the band narrows as the model grows sure."""
-    half = width * (1.0 - confidence)
-    return np.clip(score - half, -3, 3), np.clip(score + half, -3, 3)
 
 
 def _rects(left: np.ndarray, width: np.ndarray, bottom, height) -> np.ndarray:
@@ -118,52 +112,29 @@ class Timeline:
             for a in [*axis.patches, *axis.texts]:
                 if a.get_gid() in _FAULT_GIDS:
                     a.remove()
+        d = timeline_data(results, faults, horizon)
         if results:
-            t = np.array([w.t_end for w in results], float)
-            t0 = np.array([w.t_start for w in results], float)
-            empty = np.array([w.no_data for w in results])
-            # a no-data window (no modality usable) has no estimate: a gap, not a point or a bar
-            s = np.where(empty, np.nan, [w.result.score for w in results])
-            c = np.where(empty, np.nan, [w.result.confidence for w in results])
-            sm = np.where(empty, np.nan, [w.current.score for w in results])
-            probs = np.where(empty[:, None], 0.0, np.array([w.result.probs for w in results], float).reshape(len(t), -1))
-            self.band.set_verts(_band(t, *confidence_band(s, c)))
-            self.line.set_data(t, s)
-            self.smooth.set_data(t, sm)
-            # each window stands for the stretch since the previous window's end (the first, and
-            # a recording shorter than one window, for its own span)
-            left = np.maximum(t0, np.concatenate([[-np.inf], t[:-1]]))
-            width = np.maximum(t - left, 1e-3)
-            bottom = np.zeros(len(t))
+            self.band.set_verts(_band(d.t, *d.band))
+            self.line.set_data(d.t, d.score)
+            self.smooth.set_data(d.t, d.smoothed)
+            bottom = np.zeros(len(d.t))
             for j, bars in enumerate(self.bars):
-                bars.set_verts(_rects(left, width, bottom, probs[:, j]))
-                bottom = bottom + probs[:, j]
-            verts, colours = [], []
-            for i, m in enumerate(MODALITIES):
-                verts.append(_rects(left, width, i - 0.35, 0.7))
-                colours += [STATE_COLOURS.get(w.health.get(m, HealthStatus()).state.value, "#777") for w in results]
+                bars.set_verts(_rects(d.left, d.width, bottom, d.probs[:, j]))
+                bottom = bottom + d.probs[:, j]
+            verts = [_rects(d.left, d.width, i - 0.35, 0.7) for i in range(len(MODALITIES))]
             self.health.set_verts(np.concatenate(verts))
-            self.health.set_facecolor(colours)
-            first = min(t0.min(), t.min() - 3)
-            x0 = first if horizon is None else max(t.max() - horizon, first)
-            ax.set_xlim(x0, t.max() + 0.2)
+            self.health.set_facecolor([c for colours in d.health for c in colours])
+            ax.set_xlim(d.x0, d.x1)
         else:
             for artist in (self.band, *self.bars, self.health):
                 artist.set_verts([])
             self.line.set_data([], [])
             self.smooth.set_data([], [])
-        x_lo = ax.get_xlim()[0] if results else -math.inf
         spans = []
-        for f in faults:
-            m, label, a, b = (f.modality.value, f.kind.value, f.start, f.end) if hasattr(f, "kind") else f
-            if math.isinf(b):
-                b = results[-1].t_end if results else a + 1
-            a = max(a, x_lo)  # only the part inside the shown stretch
-            if b <= a:
-                continue
+        for m, label, a, b in d.faults:
             for axis in self.axes:
                 axis.axvspan(a, b, color=FAULT_COLOURS.get(m, "#999"), alpha=0.15, lw=0, gid="fault-span")
-            spans.append((m, f"{m}:{label}", a, b))
+            spans.append((m, label, a, b))
         if not self._laid_out:
             self.figure.tight_layout()
             self._laid_out = bool(results)
@@ -261,7 +232,7 @@ def bench(n: int = 120, updates: int = 10) -> dict[str, float]:
     import time
 
     from models.types import Modality, SentimentResult
-    from streaming.types import Health
+    from streaming.types import Health, HealthStatus
 
     rng = np.random.default_rng(0)
 

@@ -111,3 +111,31 @@ def test_timeline_moves_on_with_new_windows(make_window):
     neg = tl.bars[0].get_paths()
     assert len(neg) == len(later) and np.ptp(neg[-2].vertices[:, 1]) == 0 and np.ptp(neg[-1].vertices[:, 1]) == pytest.approx(0.8)
     fig.savefig(io.BytesIO(), format="webp")  # renders as Gradio does
+
+
+def test_the_page_timeline_is_an_svg_of_the_same_data(make_window):
+    """The live page's timeline (``streaming.timeline``, an SVG the browser draws) shows the
+    same windows, stretch and faults as the matplotlib one; a no-data window is a gap, the
+    health lanes keep their states, and a recogniser's text in a label cannot inject markup."""
+    import xml.etree.ElementTree as ET
+
+    from streaming.plot import Timeline
+    from streaming.timeline import timeline_data, timeline_svg
+
+    rows = [make_window(t, 1.0) for t in range(3, 10)]
+    rows += [make_window(10, no_data=True), make_window(11, -2.0, (0.8, 0.15, 0.05), states={"audio": "DROPPED"})]
+    faults = [("audio", "noise", 9, math.inf), ("vision", "<b>x</b>", 2, 4)]
+    data = timeline_data(rows, faults, horizon=5)
+    fig = Timeline().update(rows, faults, horizon=5)
+    assert (data.x0, data.x1) == pytest.approx(fig.axes[0].get_xlim())
+    assert np.isnan(data.score[-2]) and data.score[-1] == -2.0 and data.probs[-2].sum() == 0
+    assert [f[1] for f in data.faults] == ["audio:noise"]  # the other ended before the stretch shown
+    svg = timeline_svg(timeline_data(rows, faults))
+    root = ET.fromstring(svg)  # well-formed
+    ns = "{http://www.w3.org/2000/svg}"
+    labels = [t.text for t in root.iter(ns + "text") if t.get("class") == "fault-label"]
+    assert sorted(labels) == ["audio:noise", "vision:<b>x</b>"]  # escaped text, not markup
+    fills = [r.get("fill") for r in root.iter(ns + "rect")]
+    assert "#d62728" in fills and "#2ca02c" in fills  # the audio lane's DROPPED window and OK ones
+    path = [p.get("d") for p in root.iter(ns + "path") if p.get("stroke") == "#1f77b4"][0]
+    assert path.count("M") == 2  # the no-data window breaks the score line in two
