@@ -15,6 +15,8 @@ import numpy as np
 
 from models.cpu import RECOGNISER_NICE, in_thread, single_threaded
 
+ASR_GPU_BATCH = 8  # the shared recogniser's batch on a GPU (one buffer at a time on the CPU)
+
 
 class App:
     """Shared, read-only parts (model, recogniser weights) and the session factory.
@@ -95,8 +97,17 @@ class App:
                 from streaming.whisper_batch import WhisperDecoder
 
                 decoder = WhisperDecoder(self._asr_model)
+                # on a GPU one batch of many sessions' buffers costs about one buffer's time; on
+                # the CPU a batch costs the sum of its buffers (the encoder is compute-bound),
+                # so batching there only makes each session wait for the others' decodes too:
+                # one buffer at a time, oldest first
+                gpu = getattr(self._asr_model.model, "device", "cpu") == "cuda"
                 self._decoder = Batcher(
-                    decoder.decode_many, max_batch=8, max_wait_s=0.01, name="engine-asr", nice=RECOGNISER_NICE
+                    decoder.decode_many,
+                    max_batch=ASR_GPU_BATCH if gpu else 1,
+                    max_wait_s=0.01 if gpu else 0.0,
+                    name="engine-asr",
+                    nice=RECOGNISER_NICE,
                 )
                 self.engine.extra.append(self._decoder)
             return self._decoder
