@@ -79,7 +79,7 @@ class Recogniser:
         self.decoder = WhisperDecoder(whisper)
 
     @serve.batch(max_batch_size=ASR_BATCH, batch_wait_timeout_s=ASR_WAIT_S)
-    async def decode(self, requests: list[tuple[np.ndarray, str | None]]):
+    async def decode(self, requests: list[tuple]):  # (audio, prompt, speech spans)
         return self.decoder.decode_many(requests)
 
 
@@ -92,7 +92,7 @@ def start_recogniser(device: str = "cpu", gpus: float = 0.0, threads: int = 0):
 
 
 def ray_decoder(handle):
-    """A ``StreamingASR`` decoder (one ``(audio, prompt)`` -> ``Decoded``) on the deployment."""
+    """A ``StreamingASR`` decoder (one ``(audio, prompt, spans)`` -> ``Decoded``) on the deployment."""
     return lambda request: handle.decode.remote(request).result()
 
 

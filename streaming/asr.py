@@ -27,8 +27,8 @@ Policy (after "whisper_streaming", Machacek et al. 2023):
   compression ratio, no-speech probability, speech rate, agreement with the voice-activity
   detector run on the same buffer); a failing word keeps its place with ``Word.suspect``
   set to the reason, and the pipeline never feeds it to the model.
-- When the buffer is longer than ``trim_s`` (15 s) (speech without a pause) it is cut at the end of the latest
-  committed sentence (past 20 s: the latest committed word; silence: all but the last 2 s).
+- When the buffer is longer than ``trim_s`` (15 s; speech without a pause) it is cut at the
+  end of the latest committed sentence (past 20 s: the latest committed word; silence: all but the last 2 s).
   It never exceeds ``max_buffer_s`` (25 s, under Whisper's 30 s window): ``push`` cuts the
   oldest audio, committing the hypothesis words that lie before the cut.
 - ``step`` with less than ``min_new_s`` (0.3 s) of new audio returns the last transcript
@@ -95,8 +95,8 @@ class StreamingASR:
     returning a ``streaming.whisper_batch.Decoded``; default a ``WhisperDecoder`` on this
     model with ``context`` ("fit": encoder sized to the speech, "full": 30 s). The app
     passes one ``models.batcher.Batcher`` around a shared decoder, so all sessions decode
-    in batches. ``pause_s``:
-    the pause rules of the module docstring (None: LocalAgreement and the length trims alone).
+    through one recogniser. ``pause_s``: the pause rules of the module docstring (None:
+    LocalAgreement and the length trims alone).
     Thread-safe: ``push`` may run on a capture thread while ``step`` runs elsewhere.
     """
 

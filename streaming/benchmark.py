@@ -298,6 +298,18 @@ def write(res: dict, out: Path) -> None:
     lines += ["| stage | ms per s |", "| --- | --- |"]
     lines += [f"| {k} | {v:.1f} |" for k, v in sorted(per_s.items(), key=lambda kv: -kv[1])]
     lines += [f"| total | {sum(per_s.values()):.1f} |"]
+    streamed = Path("docs/asr-context.json")
+    if streamed.is_file():  # what the recogniser costs streaming real speech, its pause rules on
+        rows = {r["config"]: r for r in json.loads(streamed.read_text()).get("summary", [])}
+        if "pauses" in rows:
+            lines += [
+                "",
+                "The recogniser row is one decode of the whole buffer every second. Streaming speech as live, with "
+                "its pause rules (words committed at a pause, the buffer cut there, silence not decoded), it spent "
+                f"{1000 * rows['pauses']['cpu_s_per_audio_s']:.0f} ms of CPU per second of audio on the evaluation's "
+                f"recordings (one step a second; {1000 * rows['fit']['cpu_s_per_audio_s']:.0f} ms without the pause "
+                "rules; docs/asr-context.md).",
+            ]
     f1 = res["fusion_batch1_ms"]
     lines += [
         "",

@@ -20,7 +20,7 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from models.types import MODALITIES, SENTIMENT_CLASSES  # noqa: E402
-from streaming.timeline import CLASS_COLOURS, FAULT_COLOURS, timeline_data  # noqa: E402
+from streaming.timeline import CLASS_COLOURS, FAULT_COLOURS, band_polygons, timeline_data  # noqa: E402
 from streaming.types import WindowResult  # noqa: E402
 
 #: the gid of a fault label's text (tests and callers find the labels by it)
@@ -36,25 +36,6 @@ def _rects(left: np.ndarray, width: np.ndarray, bottom, height) -> np.ndarray:
     x = np.stack([left, left, left + width, left + width], 1)
     y = np.stack([bottom, bottom + height, bottom + height, bottom], 1)
     return np.stack([x, y], -1)
-
-
-def _band(t: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
-    """The band's polygons between ``lo`` and ``hi``, one per run of windows with a score
-    (a no-data window leaves a gap)."""
-    ok = np.isfinite(lo) & np.isfinite(hi)
-    polys, i = [], 0
-    while i < len(t):
-        if not ok[i]:
-            i += 1
-            continue
-        j = i
-        while j < len(t) and ok[j]:
-            j += 1
-        xs = np.concatenate([t[i:j], t[i:j][::-1]])
-        ys = np.concatenate([lo[i:j], hi[i:j][::-1]])
-        polys.append(np.stack([xs, ys], 1))
-        i = j
-    return polys
 
 
 class Timeline:
@@ -114,7 +95,7 @@ class Timeline:
                     a.remove()
         d = timeline_data(results, faults, horizon)
         if results:
-            self.band.set_verts(_band(d.t, *d.band))
+            self.band.set_verts(band_polygons(d.t, *d.band))
             self.line.set_data(d.t, d.score)
             self.smooth.set_data(d.t, d.smoothed)
             bottom = np.zeros(len(d.t))

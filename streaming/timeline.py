@@ -37,6 +37,25 @@ def confidence_band(score: np.ndarray, confidence: np.ndarray, width: float = 1.
     return np.clip(score - half, -3, 3), np.clip(score + half, -3, 3)
 
 
+def band_polygons(t: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
+    """The band's polygons ([K, 2] points) between ``lo`` and ``hi`` over ``t``, one per run
+    of windows with a score (a no-data window leaves a gap)."""
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    polys, i = [], 0
+    while i < len(t):
+        if not ok[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(t) and ok[j]:
+            j += 1
+        xs = np.concatenate([t[i:j], t[i:j][::-1]])
+        ys = np.concatenate([lo[i:j], hi[i:j][::-1]])
+        polys.append(np.stack([xs, ys], 1))
+        i = j
+    return polys
+
+
 @dataclass
 class TimelineData:
     """The timeline of some windows, as arrays (one entry per window, oldest first). A
@@ -210,22 +229,10 @@ def timeline_svg(data: TimelineData, title: str = "") -> str:
             )
             labels.append(f"<text x='{cx:.1f}' y='{y + 11}' text-anchor='middle' class='fault-label'>{html.escape(label)}</text>")
     if len(data.t):
-        # the confidence band: one polygon per run of windows with a score
         lo, hi = data.band
-        ok = np.isfinite(lo) & np.isfinite(hi)
-        i = 0
-        while i < len(ok):
-            if not ok[i]:
-                i += 1
-                continue
-            j = i
-            while j < len(ok) and ok[j]:
-                j += 1
-            xs = np.concatenate([X(data.t[i:j]), X(data.t[i:j][::-1])])
-            ys = np.concatenate([Y(lo[i:j]), Y(hi[i:j][::-1])])
-            pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(xs, ys))
+        for poly in band_polygons(X(data.t), Y(lo), Y(hi)):
+            pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in poly)
             body.append(f"<polygon points='{pts}' fill='{SCORE_COLOUR}' fill-opacity='0.18'/>")
-            i = j
         body.append(f"<path d='{_path(X(data.t), Y(data.score))}' fill='none' stroke='{SCORE_COLOUR}' stroke-width='1.5'/>")
         for x, y in zip(X(data.t), Y(data.score)):
             if math.isfinite(y):
@@ -269,4 +276,4 @@ def timeline_svg(data: TimelineData, title: str = "") -> str:
     return "".join(out)
 
 
-__all__ = ["TimelineData", "confidence_band", "timeline_data", "timeline_svg"]
+__all__ = ["TimelineData", "band_polygons", "confidence_band", "timeline_data", "timeline_svg"]
