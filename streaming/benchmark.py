@@ -20,8 +20,10 @@ GPU if any):
    the moment the window was due, and the largest N that keeps real time (p95 under the hop);
 6. CPU time and resident memory per simulated session.
 
-GPU figures are measured only where torch sees a CUDA device; otherwise they are marked
-unmeasured. Input: real FER-2013 faces and espeak-ng speech (``streaming.democlip``).
+It measures no GPU figure: the GPU rows say unmeasured. On a GPU machine that has torch
+alone, ``python -m streaming.torch_throughput --device cuda`` measures the encoders' and
+the fusion's batched throughput. Input: real FER-2013 faces and espeak-ng speech
+(``streaming.democlip``).
 """
 
 from __future__ import annotations
@@ -325,7 +327,9 @@ def write(res: dict, out: Path) -> None:
     lines += [f"| {bs} | " + " | ".join(str(r[c]) for c in cols) + " |" for bs, r in res["batching"].items()]
     lines += [
         "",
-        "GPU (onnxruntime CUDA / TensorRT, torch CUDA): unmeasured" + ("" if res["gpu"] else " (no GPU on this machine)") + ".",
+        "GPU (onnxruntime CUDA / TensorRT, torch CUDA): unmeasured"
+        + ("" if res["gpu"] else " (no GPU on this machine)")
+        + "; on a GPU machine with torch alone, `python -m streaming.torch_throughput --device cuda` measures torch's.",
         "",
         "## Recogniser (faster-whisper tiny.en, CPU int8, one loaded model shared)",
         "",
