@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
+from models.cpu import lower_priority
+
 
 class Batcher:
     def __init__(
@@ -86,8 +88,6 @@ class Batcher:
 
     def _run(self) -> None:
         if self.nice:
-            from models.cpu import lower_priority
-
             lower_priority(self.nice)
         while True:
             with self._cv:

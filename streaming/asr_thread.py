@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from models.cpu import lower_priority
 from models.features.audio import SAMPLE_RATE
 from streaming.types import Transcript
 
@@ -48,8 +49,6 @@ class AsrThread:
 
     def _run(self) -> None:
         if self.nice:
-            from models.cpu import lower_priority
-
             lower_priority(self.nice)
         while not self._stop.wait(self.every_s):
             self._fresh.wait()

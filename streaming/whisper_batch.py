@@ -35,8 +35,10 @@ once long enough, share that length.
 
 It uses faster-whisper's own pieces for the prompt, segment splitting and word alignment
 (``get_prompt``, ``_split_segments_by_timestamps``, ``add_word_timestamps``;
-faster-whisper is pinned at 1.2.1) and its Silero detector. The detector runs once per
-buffer: its spans both filter the audio and go back to the caller for the trust checks.
+faster-whisper is pinned at 1.2.1). The speech spans come with the request, or, for a
+request without them, from ``streaming.vad`` over the whole audio (the same Silero model
+and the same spans as faster-whisper's filter): they both filter the audio and go back to
+the caller for the trust checks.
 """
 
 from __future__ import annotations
@@ -97,7 +99,6 @@ class WhisperDecoder:
         whisper,
         language: str = "en",
         beam_size: int = 1,
-        vad_parameters: dict | None = None,
         context: str = "fit",
         pad_s: float = 2.0,
         min_s: float = 15.0,
@@ -112,7 +113,6 @@ class WhisperDecoder:
             raise ValueError(f"pad_s must be in [0, 30] s, got {pad_s}")
         self.whisper = whisper
         self.beam_size = beam_size
-        self.vad_parameters = vad_parameters
         self.context, self.pad_s, self.min_s = context, pad_s, min_s
         self.prompt_tokens = prompt_tokens
         self.tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task="transcribe", language=language)
@@ -160,15 +160,18 @@ class WhisperDecoder:
             return []
         return self.tokenizer.encode(" " + prompt.strip())[-self.prompt_tokens :]
 
-    def _speech(self, audio: np.ndarray) -> tuple[list[tuple[float, float]] | None, list[dict] | None]:
-        """(speech spans in s, detector chunks in samples); (None, None) when it cannot run."""
-        try:
-            from faster_whisper.vad import VadOptions, get_speech_timestamps
+    @staticmethod
+    def _speech(audio: np.ndarray) -> tuple[list[tuple[float, float]] | None, list[dict] | None]:
+        """(speech spans in s, detector chunks in samples) of a request that came without its
+        spans, by the streaming recogniser's own detector over the whole audio; (None, None)
+        when it cannot run."""
+        from streaming.vad import SpeechDetector, speech_spans
 
-            chunks = get_speech_timestamps(audio, VadOptions(**(self.vad_parameters or {})))
+        try:
+            spans = speech_spans(SpeechDetector().probs(audio), len(audio))
         except Exception:  # the decode goes on over all the audio, the trust check is skipped
             return None, None
-        return [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in chunks], chunks
+        return _given(spans, len(audio))
 
     def _frames(self, content: int) -> int:
         if self.context == "full":
