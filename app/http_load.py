@@ -194,12 +194,11 @@ class Server:
         self.app = app
 
     def __enter__(self):
-        from app.ui import build_demo
+        from app.ui import build_demo, launch
 
         self.demo = build_demo(self.app)
-        self.demo.queue(default_concurrency_limit=4)
         port = free_port()
-        self.demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        launch(self.demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
         self.url = f"http://127.0.0.1:{port}"
         return self
 
@@ -515,7 +514,7 @@ def main(argv=None) -> dict:
     ways = a.ways.split(",")
     bar = tqdm(total=len(ns) * len(ways), desc="http load")
     for way in ways:
-        app = App(engine={"embedded": True, "direct": False, "ray": "ray"}[way])
+        app = App(engine={"embedded": True, "direct": False, "ray": "ray"}[way], max_sessions=max(ns))
         app.new_asr()  # load the recogniser before the clock starts
         with Server(app) as server:
             for n in ns:

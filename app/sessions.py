@@ -14,8 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from models.cpu import RECOGNISER_NICE, in_thread, single_threaded
+from streaming import limits
 
 ASR_GPU_BATCH = 8  # the shared recogniser's batch on a GPU (one buffer at a time on the CPU)
+
+
+class ServerBusy(RuntimeError):
+    """No session can be opened now: as many as the server serves at real-time pace are
+    open. The message is meant for the page."""
 
 
 class App:
@@ -29,7 +35,12 @@ class App:
 
     The process's CPU policy comes with it (``models.cpu``): each library call on one
     thread, and the recogniser (its Whisper's worker threads, its batcher and the sessions'
-    recogniser threads) at a lower priority than the windows."""
+    recogniser threads) at a lower priority than the windows.
+
+    Visitors' limits (``streaming.limits``): at most ``max_sessions`` sessions (live and
+    replays) at once, the next one refused with ``ServerBusy``; a live session with no input
+    for ``idle_timeout_s`` (on its own clock) is closed by a reaper thread every ``reap_every_s``
+    seconds (``reap_idle``), its memory freed; the tab gets a fresh one if it comes back."""
 
     def __init__(
         self,
@@ -42,6 +53,9 @@ class App:
         engine: bool | str = True,
         device: str = "cpu",
         address: str | None = None,
+        max_sessions: int = limits.MAX_SESSIONS,
+        idle_timeout_s: float = limits.IDLE_TIMEOUT_S,
+        reap_every_s: float | None = 5.0,
     ):
         from models.engine import InferenceEngine
         from models.runtime import SentimentModel
@@ -64,6 +78,13 @@ class App:
             self.ray_handle = serve_ray.start(address, device=device)
         self._live: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._live_lock = threading.Lock()
+        self._sessions: weakref.WeakSet = weakref.WeakSet()  # sessions made here, open or closed
+        self.max_sessions, self.idle_timeout_s = int(max_sessions), float(idle_timeout_s)
+        self.refused = 0  # sessions refused as the server was full
+        self.reaped = 0  # live sessions closed for lack of input
+        self._stop = threading.Event()
+        if reap_every_s:
+            threading.Thread(target=self._reaper, args=(reap_every_s,), name="idle-reaper", daemon=True).start()
         self._decoder = None
         self._asr_lock = threading.Lock()  # (live_session holds _live_lock while it makes a session)
         # the shared recogniser (one batch at a time) takes half the cores at most, so that the
@@ -115,6 +136,20 @@ class App:
     def new_session(
         self, window_s: float | None = None, hop_s: float | None = None, asr_mode: str = "thread", worker: bool = True
     ):
+        with self._live_lock:
+            self._admit()
+            return self._new_session(window_s, hop_s, asr_mode, worker)
+
+    def _admit(self) -> None:
+        """ServerBusy when ``max_sessions`` sessions are open (called holding ``_live_lock``)."""
+        if self.open_sessions() >= self.max_sessions:
+            self.refused += 1
+            raise ServerBusy(
+                f"The server is busy: {self.max_sessions} sessions are running, as many as it serves in real time. "
+                "Try again in a minute."
+            )
+
+    def _new_session(self, window_s, hop_s, asr_mode, worker):
         from streaming.session import LiveSession
 
         clock = self.clock_factory() if self.clock_factory is not None else None
@@ -127,7 +162,29 @@ class App:
             model, self.new_asr(), window_s or self.window_s, hop_s or self.hop_s, asr_mode, clock=clock, worker=worker
         )
         _OPEN_SESSIONS.add(s)
+        self._sessions.add(s)
         return s
+
+    def open_sessions(self) -> int:
+        """Sessions made here and not closed (live, replays, local devices)."""
+        return sum(not s.closed for s in list(self._sessions))
+
+    def reap_idle(self) -> int:
+        """Closes the live sessions whose newest input is more than ``idle_timeout_s`` old on
+        their own clock (the tab left or stopped streaming); returns how many."""
+        with self._live_lock:
+            idle = [s for s in list(self._live.values()) if not s.closed and s.idle_for() > self.idle_timeout_s]
+        for s in idle:
+            s.close()
+        self.reaped += len(idle)
+        return len(idle)
+
+    def _reaper(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                self.reap_idle()
+            except Exception as e:  # never let the reaper die; the next pass tries again
+                print(f"idle reaper: {type(e).__name__}: {e}")
 
     def live_session(self, key: str | None):
         """The live session of one browser tab (``key``: Gradio's session hash), made on its
@@ -136,7 +193,8 @@ class App:
         with self._live_lock:
             s = self._live.get(key) if key else None
             if s is None or s.closed:
-                s = self.new_session()
+                self._admit()
+                s = self._new_session(None, None, "thread", True)
                 if key:
                     self._live[key] = s
             return s
@@ -152,7 +210,9 @@ class App:
         return dict(d.sizes) if hasattr(d, "sizes") else {}
 
     def close(self) -> None:
-        """Stops the engine's batchers (and the shared recogniser's); the sessions close apart."""
+        """Stops the engine's batchers (and the shared recogniser's) and the idle reaper; the
+        sessions close apart."""
+        self._stop.set()
         if self.engine is not None:
             self.engine.close()
 

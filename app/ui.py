@@ -22,15 +22,17 @@ import os
 
 import gradio as gr  # at module level: the handlers' ``gr.Request`` hints resolve here
 
-from app.sessions import App, close_session, demo_clip_available, replay_problem, start_local_session, start_replay
+from app.sessions import App, ServerBusy, close_session, demo_clip_available, replay_problem, start_local_session, start_replay
 from app.views import Views, health_html, score_html, status_md, transcript_md
 from app.window import WindowAnalyser, emotion_summary
 from models.providers import DEVICES
 from models.types import SENTIMENT_CLASSES
+from streaming import limits
 
 # the app's parts, imported from here by app.py, the tests and the checks
 __all__ = [
     "App",
+    "ServerBusy",
     "Views",
     "WindowAnalyser",
     "build_demo",
@@ -125,7 +127,10 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
             def ensure(s, request: gr.Request | None):
                 if s is not None and not s.closed:
                     return s
-                return app.live_session(getattr(request, "session_hash", None))
+                try:
+                    return app.live_session(getattr(request, "session_hash", None))
+                except ServerBusy as e:  # the page shows it; the stream ends
+                    raise gr.Error(str(e), title="Server busy") from None
 
             def on_frame(frame, s, request: gr.Request):
                 # the views go out with the microphone's chunks (every 0.5 s) and the 1 s tick:
@@ -234,6 +239,8 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                     raise gr.Error(f"Scheduled faults: {e}") from None
                 try:
                     s = start_replay(app, path, spec_text, rt)
+                except ServerBusy as e:
+                    raise gr.Error(str(e), title="Server busy") from None
                 except (SourceError, ValueError, OSError) as e:
                     raise gr.Error(f"Cannot replay {os.path.basename(str(path))}: {replay_problem(e)}") from None
                 return [s, None] + Views.values(s, gr, force=True)
@@ -316,8 +323,37 @@ def main(argv=None) -> None:
         help="embedded: the in-process engine; ray: a Ray Serve deployment (pip install -r requirements-scale.txt)",
     )
     ap.add_argument("--address", help="with --serve ray: the Ray cluster to join (default: start a local one)")
+    ap.add_argument(
+        "--max-sessions",
+        type=int,
+        default=limits.MAX_SESSIONS,
+        help=f"sessions at once; the next visitor is told the server is busy (default {limits.MAX_SESSIONS})",
+    )
+    ap.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=limits.IDLE_TIMEOUT_S,
+        help=f"seconds without input after which a live session is closed (default {limits.IDLE_TIMEOUT_S:g})",
+    )
     args = ap.parse_args(argv)
     engine = "ray" if args.serve == "ray" else not args.no_engine
-    app = App(window_s=args.window, hop_s=args.hop, asr=not args.no_asr, engine=engine, device=args.device, address=args.address)
+    app = App(
+        window_s=args.window,
+        hop_s=args.hop,
+        asr=not args.no_asr,
+        engine=engine,
+        device=args.device,
+        address=args.address,
+        max_sessions=args.max_sessions,
+        idle_timeout_s=args.idle_timeout,
+    )
     demo = build_demo(app, local_devices=args.local_devices)
-    demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port)
+    launch(demo, args.host, args.port)
+
+
+def launch(demo, host: str = "127.0.0.1", port: int = 7860, max_upload_mb: float = limits.MAX_UPLOAD_MB, **kw):
+    """Starts the server with the visitors' limits (``streaming.limits``): Gradio's queue holds
+    at most ``QUEUE_MAX_SIZE`` waiting events (beyond it Gradio answers that the queue is
+    full) and refuses uploads over ``max_upload_mb``. ``kw`` goes to ``Blocks.launch``."""
+    demo.queue(default_concurrency_limit=4, max_size=limits.QUEUE_MAX_SIZE)
+    return demo.launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb:g}mb", **kw)

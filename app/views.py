@@ -187,8 +187,15 @@ def status_md(session) -> str:
             bits.append(f"recogniser {asr:.1f} s behind")
         if session.frames_skipped:
             bits.append(f"{session.frames_skipped} camera frames skipped to keep up")
+
         if bits:
             parts.append("lag (delivery and processing, not the sensors): " + ", ".join(bits))
+    limited = getattr(session, "limited", None) or {}
+    if limited.get("frames") or limited.get("audio_s"):
+        parts.append(
+            f"**over the input limits:** {limited['frames']} camera frames and {limited['audio_s']:g} s of audio "
+            "dropped (more than the page sends)"
+        )
     if session.errors:
         parts.append("**input problems:** " + "; ".join(f"{k}: {_md(v)}" for k, v in session.errors.items()))
     return "  \n".join(parts)

@@ -30,7 +30,7 @@ from collections import deque
 from pathlib import Path
 
 from models.types import MODALITIES, Modality
-from streaming import export
+from streaming import export, limits
 from streaming.faults import FaultInjector, FaultKind
 from streaming.pipeline import Pipeline, PipelineConfig
 from streaming.types import VideoFrame, WindowResult
@@ -39,10 +39,34 @@ MAX_WINDOWS = 3600  # an hour of windows at a 1 s hop; older ones are forgotten
 MAX_FRAME_BACKLOG_S = 0.5  # camera frames waiting longer than this are thinned ...
 LATE_FPS = 2.0  # ... to this many a second: the rest are skipped, not analysed
 SETTLE_S = 0.6  # live windows are judged this long after they end (the last chunk is in)
+AUDIO_BURST_S = 10.0  # seconds of audio that may arrive at once (a burst after a stall)
 STALL_HOLD_S = 3.0  # windows wait up to this long when every input stops at once
 AUDIO_BEHIND_S = 2.0  # microphone chunks ending this long before they arrive are behind ...
 AUDIO_DRIFT_S = 2.0  # ... and when they stay behind this long (a pause, not a burst after a
 # stall of the transport, which catches up), the microphone's sample clock is re-anchored
+
+
+class RateLimit:
+    """A token bucket on the session's clock: ``take(amount, now)`` is True while the input
+    stays within ``rate`` a second (bursts up to ``burst``: items held up in the transport
+    arrive together and are not excess), False for the excess, which is counted in
+    ``dropped``. What a visitor's tab (or a script) can make the server analyse."""
+
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst = float(rate), float(burst)
+        self.tokens = self.burst
+        self.last: float | None = None
+        self.dropped = 0.0
+
+    def take(self, amount: float, now: float) -> bool:
+        if self.last is not None:
+            self.tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate)
+        self.last = now
+        if amount <= self.tokens:
+            self.tokens -= amount
+            return True
+        self.dropped += amount
+        return False
 
 
 class LiveSession:
@@ -83,6 +107,11 @@ class LiveSession:
         self.errors: dict[str, str] = {}  # the last input error per modality
         self.workers: list = []  # local devices or a replay feeding this session
         self.frames_skipped = 0  # camera frames the worker had no time to analyse
+        #: the visitor's limits (``streaming.limits``): camera frames a second and seconds of
+        #: audio a second beyond them are dropped, counted in ``limited``
+        self._frame_rate = RateLimit(limits.MAX_FRAMES_PER_S, 2 * limits.MAX_FRAMES_PER_S)
+        self._audio_rate = RateLimit(limits.MAX_AUDIO_S_PER_S, AUDIO_BURST_S)
+        self.last_input = self.clock()  # the clock reading of the newest input (idle sessions close)
         self.processed_to = -float("inf")  # the clock reading the last ``process`` ran to
         self.closed = False
         self.finished = threading.Event()  # set when the stream ended (``finish``)
@@ -147,7 +176,9 @@ class LiveSession:
         an unusable frame (health DEGRADED / DROPPED with the reason), never an exception."""
         if frame is None or self.closed:
             return
-        now = self.clock()
+        now = self.last_input = self.clock()
+        if not self._frame_rate.take(1.0, now):
+            return  # over the visitor's frame rate: dropped, counted
         try:
             item = self.browser.video(frame, now)
             self.errors.pop("vision", None)
@@ -165,7 +196,13 @@ class LiveSession:
         burst that catches up, and keep their place)."""
         if chunk is None or self.closed:
             return
-        now = self.clock()
+        now = self.last_input = self.clock()
+        try:
+            rate, samples = chunk
+            if not self._audio_rate.take(len(samples) / max(int(rate), 1), now):
+                return  # over the visitor's audio rate: dropped, counted
+        except (TypeError, ValueError):
+            pass  # a malformed chunk: the converter below says what is wrong with it
         try:
             if not self._audio_started:
                 rate, samples = chunk
@@ -249,6 +286,15 @@ class LiveSession:
             except Exception as e:  # shown on the page, the session goes on
                 self.errors["session"] = f"{type(e).__name__}: {e}"
                 time.sleep(0.2)
+
+    @property
+    def limited(self) -> dict[str, float]:
+        """What the visitor's rate limits dropped so far: camera frames, seconds of audio."""
+        return {"frames": int(self._frame_rate.dropped), "audio_s": round(self._audio_rate.dropped, 1)}
+
+    def idle_for(self, now: float | None = None) -> float:
+        """Seconds on the session's clock since its newest input (or since it began)."""
+        return (self.clock() if now is None else now) - self.last_input
 
     def idle(self) -> bool:
         """Nothing queued (tests wait on it)."""
