@@ -70,14 +70,44 @@ FAULT_CHOICES = [
 
 
 def _export(s, stem: str):
-    """(csv, jsonl) paths of a session's windows, or None with a warning when there is none."""
+    """(csv, jsonl) paths of a session's windows, or None with a warning when there is none.
+    Written in Gradio's upload folder, so that its cache cleaner (``delete_cache``) removes them."""
     import tempfile
+
+    from gradio.utils import get_upload_folder
 
     if s is None or not s.results:
         gr.Warning("Nothing to export yet: no window has come out.")
         return None
-    c, j = s.write_exports(tempfile.mkdtemp(prefix="export-"), stem)
+    os.makedirs(get_upload_folder(), exist_ok=True)
+    c, j = s.write_exports(tempfile.mkdtemp(prefix="export-", dir=get_upload_folder()), stem)
     return [str(c), str(j)]
+
+
+def _uploaded_only(payload):
+    """``payload`` as the page sent it, or None when it names a file that Gradio's upload route
+    did not write (a path outside its upload folder). Gradio checks the path of a payload marked
+    ``meta._type == "gradio.FileData"`` only; a picture's ImageData without the mark reaches the
+    Image preprocessing, and a ``preprocess=False`` handler, with any path a client wrote."""
+    from gradio.utils import get_upload_folder, is_in_or_equal
+
+    path = payload.get("path") if isinstance(payload, dict) else None
+    if path is not None and (not isinstance(path, str) or not is_in_or_equal(path, get_upload_folder())):
+        return None
+    return payload
+
+
+def _webcam_frame(payload):
+    """The RGB frame of a streamed webcam payload (the browser sends a data: URL; None: no
+    frame). ValueError, with the reason, for a payload that is not a picture or names a file
+    Gradio's upload route did not write."""
+    from app.window import _read_image_payload
+
+    if payload is None:
+        return None
+    if _uploaded_only(payload) is None:
+        raise ValueError("the frame names a file that was not uploaded")
+    return _read_image_payload(payload)
 
 
 def build_demo(app: App | None = None, local_devices: bool = False, analyser: WindowAnalyser | None = None):
@@ -137,7 +167,10 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                 # five frame events a second each filling six outputs (mostly gr.skip(), which
                 # Gradio still builds a component for) cost the server more than the windows' fusion
                 s = ensure(s, request)
-                s.video(frame)
+                try:
+                    s.video(_webcam_frame(frame))
+                except ValueError as e:  # an unusable frame: the camera's health says so
+                    s.reject("vision", f"invalid frame: {e}")
                 return s
 
             def on_audio(chunk, s, request: gr.Request):
@@ -183,6 +216,7 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                     concurrency_limit=None,
                     api_name="stream_frame",
                     show_progress="hidden",
+                    preprocess=False,  # the payload is checked and decoded by _webcam_frame
                 )
                 mic.stream(
                     on_audio,
@@ -220,9 +254,12 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                     rviews = Views(gr, "replay")
 
             def on_demo_clip():
+                from gradio.utils import get_upload_folder
+
                 from streaming.democlip import build_clip
 
-                path = tempfile.mkdtemp(prefix="demo-") + "/demo.mp4"
+                os.makedirs(get_upload_folder(), exist_ok=True)
+                path = tempfile.mkdtemp(prefix="demo-", dir=get_upload_folder()) + "/demo.mp4"
                 build_clip(path)
                 return path
 
@@ -291,9 +328,13 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                         wrap=True,
                         column_widths=["10%", "11%", "9%", "14%", "56%"],
                     )
+
             # preprocess=False: the uploads arrive as they are and the analyser reads them, so a
             # file that is not audio or not a picture gets a note on the page, not a bare error
-            analyse.click(analyser, [text, audio, image], [label, summary, table], api_name="analyse", preprocess=False)
+            def on_analyse(text, audio, image):  # the endpoint's parameters keep their names
+                return analyser(text, _uploaded_only(audio), _uploaded_only(image))
+
+            analyse.click(on_analyse, [text, audio, image], [label, summary, table], api_name="analyse", preprocess=False)
     return demo
 
 

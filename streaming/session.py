@@ -183,10 +183,20 @@ class LiveSession:
             item = self.browser.video(frame, now)
             self.errors.pop("vision", None)
         except ValueError as e:
-            self.errors["vision"] = str(e)
-            self._queue(("reject", Modality.VISION, now, f"invalid frame: {e}"))
+            self.reject(Modality.VISION, f"invalid frame: {e}", now)
             return
         self._queue(item)
+
+    def reject(self, modality: Modality | str, reason: str, now: float | None = None) -> None:
+        """An input of ``modality`` that arrived unusable (``reason`` for the page): it counts
+        as the sensor delivering a bad item (health DEGRADED / DROPPED with the reason)."""
+        if self.closed:
+            return
+        modality = Modality(modality)
+        now = self.clock() if now is None else now
+        self.last_input = now
+        self.errors[modality.value] = reason.split(": ", 1)[-1] if reason.startswith("invalid ") else reason
+        self._queue(("reject", modality, now, reason))
 
     def audio(self, chunk) -> None:
         """A browser microphone chunk ``(rate, samples)``, placed on the microphone's own
@@ -220,8 +230,7 @@ class LiveSession:
                 self._behind_since = None
             self.errors.pop("audio", None)
         except ValueError as e:
-            self.errors["audio"] = str(e)
-            self._queue(("reject", Modality.AUDIO, now, f"invalid audio: {e}"))
+            self.reject(Modality.AUDIO, f"invalid audio: {e}", now)
             return
         self._queue(item)
 
