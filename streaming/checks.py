@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: the issue of a frame with more than one face (the face read may not be the speaker's)
 SEVERAL_FACES = "several faces"
+#: the issue of a frame that has stayed the same for ``HealthConfig.frozen_s`` or longer
+FROZEN = "frozen frames"
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,20 @@ def centre_gray(image: np.ndarray, size: int = 256) -> np.ndarray:
 
 class VisionChecker:
     """Checks frames of one camera stream in order (it remembers the previous frame to find
-    freezes)."""
+    freezes).
+
+    A run of the same frame is frozen once it has lasted ``frozen_s``; the whole run was
+    frozen then, from its first frame: ``still_since`` is that frame's time while the run
+    lasts (None otherwise), so the caller can mark the run's earlier frames frozen too
+    (``HealthMonitor.restate``), which the verdicts given before the run had lasted could
+    not say."""
 
     def __init__(self, cfg: HealthConfig):
         self.cfg = cfg
         self._prev: np.ndarray | None = None
-        self._same_since: float | None = None
+        self._prev_t: float | None = None
+        self._same_since: float | None = None  # the second frame of the run of the same frame
+        self.still_since: float | None = None  # the first frame of that run
 
     def image(self, t: float, gray: np.ndarray, full: np.ndarray | None = None) -> Check:
         """Checks that need no face: black, over-exposed, blank, frozen, noisy. ``gray``: the
@@ -83,11 +93,12 @@ class VisionChecker:
         estimate (``centre_gray``; default: gray)."""
         c = self.cfg
         prev, self._prev = self._prev, gray
+        prev_t, self._prev_t = self._prev_t, t
         if prev is not None and prev.shape == gray.shape and float(np.mean(np.abs(gray - prev))) < c.frozen_diff:
             if self._same_since is None:
-                self._same_since = t
+                self._same_since, self.still_since = t, prev_t
         else:
-            self._same_since = None
+            self._same_since = self.still_since = None
         mean, std = float(gray.mean()), float(gray.std())
         if mean < c.dark_mean:
             return Check(False, "black frames")
@@ -95,8 +106,9 @@ class VisionChecker:
             return Check(False, "over-exposed frames")
         if std < c.min_contrast:
             return Check(False, "blank frames")
-        if self._same_since is not None and t - self._same_since >= c.frozen_s:
-            return Check(False, "frozen frames")
+        # (a tolerance: four 0.2 s steps are 0.8 s, though 5.0 - 4.2 < 0.8 in floating point)
+        if self._same_since is not None and t - self._same_since >= c.frozen_s - 1e-6:
+            return Check(False, FROZEN)
         if noise_sigma(gray if full is None else full) > c.noise_sigma:
             return Check(True, "noisy frames")
         return OK_CHECK

@@ -93,7 +93,8 @@ class HealthMonitor:
 
     ``observe(m, t, duration, check, now)`` for every frame / chunk (t: capture time,
     now: arrival on the pipeline clock), ``passed(m, t, now)`` for one that arrived but was
-    not analysed; ``source_error(m, message)`` when a device is gone; ``asr(transcript, now,
+    not analysed, ``restate(m, start, end, check)`` when earlier items turn out bad (a
+    frozen run); ``source_error(m, message)`` when a device is gone; ``asr(transcript, now,
     outage)`` after each recogniser step; ``judge(m, start, end, now)`` judges a sensor for
     the window [start, end), ``text(...)`` the recogniser.
     """
@@ -123,6 +124,17 @@ class HealthMonitor:
 
     def observe(self, m: Modality, t: float, duration: float, check: Check, now: float, transport: float = 0.0) -> None:
         self._arrived(m, t, now, duration, transport).checks.append((t, duration, check))
+
+    def restate(self, m: Modality, start: float, end: float, check: Check) -> int:
+        """The items of ``m`` captured in [start, end) get the verdict ``check`` after all
+        (a run of the same frame, found frozen once it had lasted, was frozen from its first
+        frame); returns how many were changed. Windows judged from now on see the new verdict."""
+        s, n = self.streams[m], 0
+        for i, (t, d, _) in enumerate(s.checks):
+            if start <= t < end:
+                s.checks[i] = (t, d, check)
+                n += 1
+        return n
 
     def passed(self, m: Modality, t: float, now: float, transport: float = 0.0) -> None:
         """An item that arrived but was not analysed (more frames than the analysis rate, or

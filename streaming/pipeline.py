@@ -22,7 +22,10 @@ rest is read.
 
 Each item is checked once on its way: a ``VideoFrame`` is a valid RGB frame by construction
 (its source made it), so the pipeline turns it grey once for the image checks, the face
-checks and the face analyser's crop; a chunk's form and quality are checked once here
+checks and the face analyser's crop (a run of the same frame, found frozen once it has lasted
+``HealthConfig.frozen_s``, was frozen from its first frame: the run's earlier frames are
+marked frozen then too, so a window lying inside a freeze reads none of them and is DROPPED
+"frozen frames"); a chunk's form and quality are checked once here
 (``AudioChecker.chunk``), and only a usable chunk is stored and heard. Each face crop is
 encoded once, when its frame arrives (``model.face_frames``; off the window's path), however
 many windows hold it, and a window's frames are put together by the model
@@ -45,7 +48,16 @@ from models.cpu import RECOGNISER_NICE
 from models.features.audio import SAMPLE_RATE
 from models.types import VISION_FPS, VISION_FRAMES, WINDOW_SECONDS, Modality, SentimentResult, WindowFeatures
 from streaming.asr_thread import AsrThread
-from streaming.checks import SEVERAL_FACES, AudioChecker, Check, VisionChecker, audio_window_issue, centre_gray, small_gray
+from streaming.checks import (
+    FROZEN,
+    SEVERAL_FACES,
+    AudioChecker,
+    Check,
+    VisionChecker,
+    audio_window_issue,
+    centre_gray,
+    small_gray,
+)
 from streaming.faults import FaultInjector
 from streaming.health import HealthConfig, HealthMonitor
 from streaming.smoothing import Smoother, SmoothingConfig
@@ -116,6 +128,7 @@ class Pipeline:
         self._transcript = Transcript(t=0.0)
         self._typed_text: tuple[float, str] | None = None
         self._last_vision_t = -np.inf
+        self._frozen_run: float | None = None  # the first frame of the run last found frozen
         self._clock = -np.inf
         self._data_end = -np.inf  # where the latest item's data ends (stream time)
         # how late items already were on reaching the pipeline (the transport's lag: browser,
@@ -240,6 +253,13 @@ class Pipeline:
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         small = small_gray(gray)
         check = self._vision_check.image(frame.t, small, centre_gray(gray))
+        still = self._vision_check.still_since
+        if not check.usable and check.issue == FROZEN and still is not None and still != self._frozen_run:
+            # the run of the same frame has lasted long enough to be frozen: it was frozen from
+            # its first frame, which the frames before this one could not yet tell
+            self._frozen_run = still
+            self.health.restate(Modality.VISION, still, frame.t, check)
+            self.vision.restate(still, frame.t, check)
         if check.usable:
             obs = self.faces(rgb, gray=gray)
             face_check = self._vision_check.face(small, obs.n_faces, obs.crop is not None, obs.box, rgb.shape[1])

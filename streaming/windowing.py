@@ -97,6 +97,13 @@ class VisionTrack:
         while self.frames and self.frames[-1].t - self.frames[0].t > self.keep_s:
             self.frames.popleft()
 
+    def restate(self, start: float, end: float, check: Check) -> None:
+        """The frames captured in [start, end) are unusable after all (``check``: why): their
+        face crops and features are forgotten, so no window reads them."""
+        for f in self.frames:
+            if start <= f.t < end:
+                f.check, f.crop, f.features = check, None, None
+
     def window(self, start: float, end: float, n: int) -> list[AnalysedFrame]:
         """At most n frames of [start, end), evenly spread."""
         fs = [f for f in self.frames if start <= f.t < end]

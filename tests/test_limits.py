@@ -13,7 +13,7 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from app.http_load import API, QueueSession, free_port, frame_payload  # noqa: E402
+from app.http_load import API, QueueSession, frame_payload, free_port  # noqa: E402
 from streaming import limits  # noqa: E402
 
 

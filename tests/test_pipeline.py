@@ -1,7 +1,8 @@
 """The whole pipeline on a clip built at test time from real data (FER-2013 faces animated
 into video, espeak-ng speech): windows come out with confidences, the transcript holds the
-spoken words, every fault kind gives the right health state within one window of its start
-and recovers within one window of its end, and the simulator CLI writes what it promises."""
+spoken words, a window with every modality dropped is no data rather than a reading, and the
+simulator CLI writes what it promises. Every fault kind on every modality, its health state
+inside the fault and its recovery after it: ``tests/test_fault_matrix.py``."""
 
 import json
 import math
@@ -14,8 +15,6 @@ import pytest
 from models.types import SENTIMENT_CLASSES
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
-
-WINDOW = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -81,56 +80,6 @@ def test_clean_replay_windows_and_transcript(clip, model, asr):
         return np.mean([r["score"] for r in rows if a <= r["t_end"] - 1.5 < b])
 
     assert mean_score(0, 4) > mean_score(4, 8)
-
-
-# (spec, modality, expected states, reason pattern) for faults during 5-9 s and 12-16 s
-FAULT_RUNS = [
-    (
-        "vision:drop@5-9,vision:freeze@12-16",
-        [("vision", 5, 9, {"DROPPED"}, "no data"), ("vision", 12, 16, {"DROPPED"}, "frozen")],
-    ),
-    (
-        "vision:blackout@5-9,vision:noise:snr=0@12-16",
-        [("vision", 5, 9, {"DROPPED"}, "black"), ("vision", 12, 16, {"DEGRADED", "DROPPED"}, "noisy|no face")],
-    ),
-    ("audio:drop@5-9,audio:freeze@12-16", [("audio", 5, 9, {"DROPPED"}, "no data"), ("audio", 12, 16, {"DROPPED"}, "repeating")]),
-    (
-        "audio:blackout@5-9,audio:noise:snr=0@12-16",
-        [("audio", 5, 9, {"DROPPED"}, "zeroed"), ("audio", 12, 16, {"DEGRADED"}, "noisy")],
-    ),
-    (
-        "vision:delay:delay=1@5-9,audio:delay:delay=1@12-16",
-        [("vision", 5, 9, {"DEGRADED"}, "lagging"), ("audio", 12, 16, {"DEGRADED"}, "lagging")],
-    ),
-]
-
-
-def check_fault(rows, modality, a, b, states, pattern):
-    by_end = {round(r["t_end"]): r for r in rows}
-    # within one window of the start: every window that lies inside the fault shows it
-    for end in range(math.ceil(a + WINDOW), math.floor(b) + 1):
-        m = by_end[end]["modalities"][modality]
-        assert m["state"] in states and re.search(pattern, m["reason"]), (end, m)
-        if m["state"] == "DROPPED":
-            assert m["score"] is None  # masked out of the model input
-    # within one window of the end: the first window wholly after it is healthy again
-    m = by_end[math.ceil(b + WINDOW)]["modalities"][modality]
-    assert m["state"] == "OK" or (modality == "audio" and m["reason"] == "silence"), (b, m)
-
-
-@pytest.mark.parametrize("spec, expect", FAULT_RUNS, ids=[s for s, _ in FAULT_RUNS])
-def test_fault_kinds(clip, model, spec, expect):
-    rows = run(clip, model, spec)
-    for modality, a, b, states, pattern in expect:
-        check_fault(rows, modality, a, b, states, pattern)
-
-
-def test_text_outage(clip, model, asr):
-    rows = run(clip, model, "text:outage@5-9", asr=asr)
-    check_fault(rows, "text", 5, 9, {"DROPPED"}, "outage")
-    for r in rows:
-        if 5 <= r["t_end"] - 0.01 < 9 + 0.01 and r["t_end"] > 5.5:
-            assert r["modalities"]["text"]["score"] is None
 
 
 def test_all_dropped_is_no_data_not_a_reading(clip, model):

@@ -390,3 +390,102 @@ def _caught_up(s, clock, deadline_s: float = 60.0) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f"the session did not catch up with {clock.now} s of media")
+
+
+@pytest.fixture(scope="module")
+def demo_media(tmp_path_factory):
+    """The demo clip's frames at 5 fps (RGB) and its audio (16 kHz), built from real data."""
+    from streaming.democlip import build_clip
+    from streaming.sources.files import read_media
+
+    info = build_clip(tmp_path_factory.mktemp("demo") / "demo.mp4")
+    frames, audio = read_media(info["path"], fps=5)
+    return [f.image for f in frames], audio
+
+
+def _dependency_of(config: dict, elem_id: str, trigger: str) -> dict:
+    """The event ``trigger`` ("change", ...) of the component with ``elem_id``."""
+    comp = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id)
+    return next(d for d in config["dependencies"] if [comp, trigger] in [list(t) for t in d["targets"]])
+
+
+FAULT_ON, FAULT_OFF, FAULTED_S = 3.0, 8.0, 12.0  # media seconds: switched on, off, streamed in all
+
+
+def test_faults_switched_on_the_page_show_in_the_windows_and_recover(app, server, http, config, demo_media):
+    """A browser streams the demo clip's camera and microphone (a frame every 0.2 s of media,
+    a 0.5 s chunk once recorded) and ticks vision:drop and audio:noise in the page's fault
+    checkboxes at 3 s of media, unticks them at 8 s (the CheckboxGroup's change event, as
+    the page sends it). On the session's media clock: the windows inside 3-8 s show the
+    camera DROPPED "no data" and the microphone DEGRADED "noisy", those starting from 9 s
+    have recovered, one window a second came out and none fused a DROPPED modality
+    (``streaming.fault_matrix.check_cell``). The text is not judged: the recogniser decodes
+    on its own thread at the machine's pace, not on the media clock."""
+    from models.features.audio import SAMPLE_RATE
+    from models.types import Modality
+    from streaming.fault_matrix import Cell, check_cell
+    from streaming.faults import FaultKind
+
+    images, audio = demo_media
+    rate = 48000
+    speech = np.interp(np.arange(int(len(audio) * rate / SAMPLE_RATE)) * SAMPLE_RATE / rate, np.arange(len(audio)), audio)
+    chunk = rate // 2
+    dep = _dependency_of(config, "live-faults", "change")
+    q = QueueSession(http, config)
+    clock = MediaClock()
+    app.clock_factory = lambda: clock
+    events: dict[str, str] = {}
+    api = {"frame": "stream_frame", "audio": "stream_audio"}
+
+    def switch(names: list[str]) -> None:
+        """The page's fault checkboxes changed: [names, snr slider, delay slider, state]."""
+        body = q._body(dep, [names, 0, 1.0, None])
+        r = http.post(f"{API}/queue/join", json=body)
+        assert r.status_code == 200, r.text[:200]
+        q.wait_outputs(r.json()["event_id"], 1)
+
+    tenths = int(round(FAULTED_S * 10))
+    schedule = sorted(
+        [(2 * k, 1, "frame", k) for k in range(tenths // 2 + 1)] + [(5 * (k + 1), 0, "audio", k) for k in range(tenths // 5)]
+    )
+    try:
+        for i, (at, _, kind, k) in enumerate(schedule):
+            clock.now = at / 10
+            if kind == "frame":
+                data = [_frame_payload(images[k % len(images)]), None]
+            else:
+                data = [q.upload("audio.wav", _wav(speech[k * chunk : (k + 1) * chunk], rate), "audio/wav"), None]
+            n = len(q.outputs(events[kind])) if kind in events else 0
+            if kind in events:
+                q.send(api[kind], events[kind], data)
+            else:
+                events[kind] = q.join(api[kind], data)
+            q.wait_outputs(events[kind], n + 1)
+            _caught_up(app.session_for(q.session_hash), clock)
+            last_at_this_time = i + 1 == len(schedule) or schedule[i + 1][0] != at
+            if last_at_this_time and clock.now in (FAULT_ON, FAULT_OFF):
+                switch(["vision:drop", "audio:noise"] if clock.now == FAULT_ON else [])
+        clock.now = FAULTED_S + SETTLE_S + 0.05  # the last window is judged SETTLE_S after it ends
+        _caught_up(app.session_for(q.session_hash), clock)
+    finally:
+        for ev in events.values():
+            q.close(ev)
+        app.clock_factory = None
+
+    assert not q.errors(), q.errors()[:2]
+    s = app.session_for(q.session_hash)
+    # the page's change event switched the session's faults on and off at those media times
+    shown = {(f.modality.value, f.kind.value, f.start, f.end) for f in s.faults.timeline()}
+    assert shown == {("vision", "drop", FAULT_ON, FAULT_OFF), ("audio", "noise", FAULT_ON, FAULT_OFF)}
+    windows = s.windows()
+    assert [w.t_end for w in windows] == pytest.approx(list(np.arange(3.0, FAULTED_S + 0.5, 1.0)))
+    print(
+        "\n"
+        + ", ".join(
+            f"{w.t_end:g} s: {w.health[Modality.VISION].reason or 'OK'} / {w.health[Modality.AUDIO].reason or 'OK'}"
+            for w in windows
+        )
+    )
+    cell = Cell(((Modality.VISION, FaultKind.DROP), (Modality.AUDIO, FaultKind.NOISE)), FAULT_ON, FAULT_OFF)
+    failures = check_cell(windows, cell, s.cfg.window_s, s.cfg.hop_s, duration=FAULTED_S, recogniser=False)
+    assert not failures, "\n".join(failures)
