@@ -4,33 +4,63 @@ possibly missing or unreadable, analysed as one window (``WindowAnalyser``)."""
 from __future__ import annotations
 
 import os
+import unicodedata
 
 import numpy as np
 
 from models.types import Modality, WindowFeatures
+from streaming.limits import MAX_DECODE_SIDE, MAX_FRAME_SIDE, MAX_RECORDING_S, MAX_TEXT_CHARS, MAX_WINDOW_AUDIO_S
 
-MAX_AUDIO_SECONDS = 30.0
+
+def _payload_path(payload) -> tuple[str | None, str | None]:
+    """(path, name to show) of an upload as the page sends it: a file path, or Gradio's
+    FileData dict (``path``, ``orig_name``); (None, None) for anything else."""
+    if isinstance(payload, dict):
+        path, name = payload.get("path"), payload.get("orig_name")
+    else:
+        path, name = payload, None
+    if not isinstance(path, (str, os.PathLike)) or not str(path) or "\x00" in str(path):
+        return None, None
+    path = str(path)
+    if not isinstance(name, str) or not name.strip():
+        name = os.path.basename(path)
+    # shown on the page: no control or format characters (a right-to-left override would
+    # make "x\u202e4pm.exe" read "xexe.mp4"), at most 100 characters
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip() or "the upload"
+    return path, name[:100]
 
 
 def _read_audio_payload(audio) -> np.ndarray:
     """float32 mono 16 kHz samples of what the page sent: a ``(rate, samples)`` tuple, a file
-    path or Gradio's FileData dict. ValueError with a message for the page when unreadable."""
+    path or Gradio's FileData dict. ValueError with a message for the page when unreadable,
+    or when the recording's header claims, or its audio runs, past ``MAX_RECORDING_S`` (only
+    that much is ever decoded)."""
     from models.features.audio import to_mono_16k
     from streaming.sources import SourceError, decode_audio
+    from streaming.sources.files import check_recording
 
     if isinstance(audio, tuple):
+        if len(audio) != 2:
+            raise ValueError("the recording must be a (rate, samples) pair")
         rate, samples = audio
-        return to_mono_16k(np.asarray(samples), int(rate))
-    path = audio.get("path") if isinstance(audio, dict) else audio
-    if not path or not os.path.isfile(str(path)):
+        if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)):
+            raise ValueError(f"the recording's sample rate must be an integer, got {type(rate).__name__}")
+        try:
+            samples = np.asarray(samples)
+        except (TypeError, ValueError):
+            raise ValueError("the recording's samples are not an array of numbers") from None
+        return to_mono_16k(samples, rate)
+    path, name = _payload_path(audio)
+    if path is None or not os.path.isfile(path):
         raise ValueError("the recording did not arrive")
-    name = (audio.get("orig_name") if isinstance(audio, dict) else None) or os.path.basename(str(path))
-    if os.path.getsize(str(path)) == 0:
-        raise ValueError(f"{name} is empty (0 bytes)")
     try:
-        x = decode_audio(str(path))
+        check_recording(path, video=False)
+        x = decode_audio(path, MAX_RECORDING_S)
     except SourceError as e:
-        raise ValueError(f"{name} could not be read as audio ({str(e).rsplit(': ', 1)[-1]})") from None
+        reason = str(e)
+        if reason.startswith("cannot decode"):
+            reason = f"it could not be read as audio ({reason.rsplit(': ', 1)[-1]})"
+        raise ValueError(reason.replace(os.path.basename(path), name)) from None
     if x is None or not len(x):
         raise ValueError(f"{name} holds no audio")
     return x
@@ -38,31 +68,64 @@ def _read_audio_payload(audio) -> np.ndarray:
 
 def _read_image_payload(image) -> np.ndarray:
     """RGB uint8 of what the page sent: an array, a file path, a data: URL or Gradio's
-    ImageData dict. ValueError with a message for the page when unreadable."""
+    ImageData dict. A picture larger than ``MAX_FRAME_SIDE`` on a side is decoded at half its
+    size (a JPEG decodes so directly; the face analyser fits what is left); one larger than
+    ``MAX_DECODE_SIDE`` is refused from its header, before it is decoded.
+    ValueError with a message for the page when unreadable."""
     import base64
+    import binascii
 
     import cv2
 
     if isinstance(image, np.ndarray):
         return image
-    if isinstance(image, dict):
-        url, path, name = image.get("url") or "", image.get("path"), image.get("orig_name")
-    else:
-        url, path, name = "", image, None
-    if url.startswith("data:"):
+    url = image.get("url") if isinstance(image, dict) else None
+    if isinstance(url, str) and url.startswith("data:"):
+        name = "the picture"
         try:
             data = np.frombuffer(base64.b64decode(url.split(",", 1)[1]), np.uint8)
-        except Exception:  # any malformed data URL
+        except (IndexError, ValueError, binascii.Error):  # any malformed data URL
             raise ValueError("the picture could not be read (a malformed data URL)") from None
-    elif path and os.path.isfile(str(path)):
-        data = np.fromfile(str(path), np.uint8)
-        name = name or os.path.basename(str(path))
     else:
-        raise ValueError("the picture did not arrive")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
-        raise ValueError(f"{name or 'the picture'} could not be read as an image" + (" (0 bytes)" if not data.size else ""))
+        path, name = _payload_path(image)
+        if path is None or not os.path.isfile(path):
+            raise ValueError("the picture did not arrive")
+        data = np.fromfile(path, np.uint8)
+    if not data.size:
+        raise ValueError(f"{name} could not be read as an image (0 bytes)")
+    w, h = _picture_size(data, name)
+    if max(w, h) > MAX_DECODE_SIDE:
+        raise ValueError(f"{name} is {w}x{h} pixels, larger than the {MAX_DECODE_SIDE} a side a picture may have")
+    # a larger picture is decoded at half its size (a JPEG decodes so directly), then fits
+    flags = cv2.IMREAD_REDUCED_COLOR_2 if max(w, h) > MAX_FRAME_SIDE else cv2.IMREAD_COLOR
+    try:
+        bgr = cv2.imdecode(data, flags)
+    except cv2.error:
+        bgr = None
+    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
+        raise ValueError(f"{name} could not be read as an image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _picture_size(data: np.ndarray, name: str) -> tuple[int, int]:
+    """(width, height) a picture's header declares, read without decoding it (Pillow reads
+    headers only). ValueError, naming the picture, when Pillow finds no picture it knows
+    (OpenCV might decode a few formats more, but without a size known first a compressed
+    one could unpack to gigabytes) or judges it a decompression bomb."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: judged by the caller
+            with Image.open(io.BytesIO(data.tobytes())) as im:
+                return int(im.size[0]), int(im.size[1])
+    except Image.DecompressionBombError:
+        raise ValueError(f"{name} is larger than the {MAX_DECODE_SIDE} pixels a side a picture may have") from None
+    except Exception:  # not a format Pillow knows, or a broken header
+        raise ValueError(f"{name} could not be read as an image") from None
 
 
 def emotion_summary(detail: dict[str, float], top: int = 3) -> str:
@@ -96,14 +159,21 @@ class WindowAnalyser:
         self.model = model or SentimentModel.load()
         self.faces = FaceAnalyzer(static=True)
 
-    def _text_note(self, text: str) -> str | None:
-        """A note when the text model reads only the start of ``text``."""
+    def _text_note(self, text: str, given: int | None = None) -> str | None:
+        """A note when the text model reads only the start of ``text`` (``given``: how many
+        characters were sent, when ``text`` is what was kept of them)."""
+        from models.features.text import encodable
+
         read = self.model.text_read(text)
-        if read >= len(text):
+        given = len(text) if given is None else given
+        if read >= given:
             return None
+        # quoted as the text model read it: a lone surrogate would make the page's answer
+        # unsendable (Gradio's JSON encoder refuses it)
+        last = encodable(text[max(0, read - 30) : read])
         return (
-            f"text: only the first {read:,} of {len(text):,} characters were read (the text model reads "
-            f'{self.model.text_limit} word pieces, about one window\'s words), up to "…{text[max(0, read - 30) : read]}"'
+            f"text: only the first {read:,} of {given:,} characters were read (the text model reads "
+            f'{self.model.text_limit} word pieces, about one window\'s words), up to "…{last}"'
         )
 
     def features(self, text: str | None, audio, image) -> tuple[WindowFeatures, list[str]]:
@@ -112,20 +182,24 @@ class WindowAnalyser:
 
         notes = []
         text = text if isinstance(text, str) else ""
+        given = len(text)
+        if given > MAX_TEXT_CHARS:
+            notes.append(f"text: {given:,} characters given, cut to the first {MAX_TEXT_CHARS:,}")
+            text = text[:MAX_TEXT_CHARS]
         t = self.model.text_features(text)
         if t is None:
             notes.append("text: none given")
         else:
-            note = self._text_note(text)
+            note = self._text_note(text, given)
             if note:
                 notes.append(note)
         a = None
         if audio is not None:
             try:
                 x = _read_audio_payload(audio)
-                if len(x) > MAX_AUDIO_SECONDS * SAMPLE_RATE:
-                    notes.append(f"audio: {len(x) / SAMPLE_RATE:.0f} s given, the last {MAX_AUDIO_SECONDS:.0f} s read")
-                    x = x[-int(MAX_AUDIO_SECONDS * SAMPLE_RATE) :]
+                if len(x) > MAX_WINDOW_AUDIO_S * SAMPLE_RATE:
+                    notes.append(f"audio: {len(x) / SAMPLE_RATE:.0f} s given, the last {MAX_WINDOW_AUDIO_S:.0f} s read")
+                    x = x[-int(MAX_WINDOW_AUDIO_S * SAMPLE_RATE) :]
                 if np.sqrt(np.mean(x.astype(np.float64) ** 2)) < 1e-3:
                     notes.append("audio: silent, left out")
                 else:

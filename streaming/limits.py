@@ -10,10 +10,18 @@ limit                       value      what happens beyond it
 ==========================  =========  ====================================================
 ``MAX_UPLOAD_MB``           200        Gradio refuses the upload (``launch(max_file_size)``)
 ``MAX_RECORDING_S``         600        Replay refuses a recording whose header says longer,
-                                       and stops reading one that runs past it
+                                       and stops reading one that runs past it; One window
+                                       leaves such a recording out, with a note (no more
+                                       than this is ever decoded)
 ``MAX_WINDOW_AUDIO_S``      30         One window reads the last 30 s of a longer recording
 ``MAX_TEXT_CHARS``          10,000     One window cuts the transcript, with a notice
-``MAX_FRAME_SIDE``          4,096      a larger frame or picture is scaled down before analysis
+``MAX_FRAME_SIDE``          4,096      a larger frame or picture is scaled down before analysis;
+                                       Replay refuses a recording with larger frames (it
+                                       decodes every frame at full size)
+``MAX_DECODE_SIDE``         8,192      a picture larger on a side is refused before it is
+                                       decoded (one such decode takes over 200 MB)
+``MAX_DECODE_S``            30         an upload that ffprobe or ffmpeg takes longer to read
+                                       is refused (a decoder stuck on a crafted file)
 ``MAX_FRAMES_PER_S``        10         a session's camera frames beyond it are dropped, counted
 ``MAX_AUDIO_S_PER_S``       2.0        a session's audio beyond it (seconds of audio per
                                        second) is dropped, counted
@@ -34,6 +42,8 @@ MAX_RECORDING_S = 600.0
 MAX_WINDOW_AUDIO_S = 30.0
 MAX_TEXT_CHARS = 10_000
 MAX_FRAME_SIDE = 4096
+MAX_DECODE_SIDE = 2 * MAX_FRAME_SIDE
+MAX_DECODE_S = 30.0
 MAX_FRAMES_PER_S = 10.0
 MAX_AUDIO_S_PER_S = 2.0
 MAX_SESSIONS = 6

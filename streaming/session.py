@@ -208,16 +208,16 @@ class LiveSession:
             return
         now = self.last_input = self.clock()
         try:
-            rate, samples = chunk
-            if not self._audio_rate.take(len(samples) / max(int(rate), 1), now):
-                return  # over the visitor's audio rate: dropped, counted
-        except (TypeError, ValueError):
-            pass  # a malformed chunk: the converter below says what is wrong with it
+            seconds = self.browser.seconds(chunk)  # its form checked (ValueError), its length
+        except ValueError as e:
+            self.reject(Modality.AUDIO, f"invalid audio: {e}", now)
+            return
+        if not self._audio_rate.take(seconds, now):
+            return  # over the visitor's audio rate: dropped, counted
         try:
             if not self._audio_started:
-                rate, samples = chunk
                 # the chunk's samples were recorded over its length before it arrived
-                self.browser.start(max(0.0, now - len(samples) / max(int(rate), 1)))
+                self.browser.start(max(0.0, now - seconds))
                 self._audio_started = True
             item = self.browser.audio(chunk)
             behind = now - item.end > AUDIO_BEHIND_S

@@ -85,7 +85,7 @@ def test_face_analyzer_no_face_is_marked_not_zero_filled():
         np.zeros((48, 48, 3), np.float32),
         np.zeros((10, 10, 3), np.uint8),
         np.zeros((48, 48, 2), np.uint8),
-        np.zeros((5000, 50, 3), np.uint8),
+        np.zeros((10_000, 20, 3), np.uint8),  # 8 pixels wide once scaled to fit 4096
     ],
 )
 def test_validate_frame_rejects(bad):

