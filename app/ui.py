@@ -163,9 +163,9 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                     raise gr.Error(str(e), title="Server busy") from None
 
             def on_frame(frame, s, request: gr.Request):
-                # the views go out with the microphone's chunks (every 0.5 s) and the 1 s tick:
-                # five frame events a second each filling six outputs (mostly gr.skip(), which
-                # Gradio still builds a component for) cost the server more than the windows' fusion
+                # the views go out with the microphone's chunks and the 1 s tick: five frame
+                # events a second each filling six outputs cost the server more than the
+                # windows' fusion
                 s = ensure(s, request)
                 try:
                     s.video(_webcam_frame(frame))
@@ -174,14 +174,16 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                 return s
 
             def on_audio(chunk, s, request: gr.Request):
+                # the views but the timeline go out with each chunk (words show as they are
+                # decoded), the timeline with the 1 s tick. Plain values only: Gradio keeps a
+                # component per update (``gr.skip()`` included) in the session until it ends
                 s = ensure(s, request)
                 s.audio(chunk)
-                return [s] + Views.values(s, gr)
+                return [s] + Views.quick_values(s, gr)
 
             def on_tick(s):
-                if s is None:
-                    return [s] + [gr.skip()] * 6
-                s.tick()
+                if s is not None:
+                    s.tick()
                 return [s] + Views.values(s, gr)
 
             def on_faults(names, snr_db, delay_s, s, request: gr.Request):
@@ -207,12 +209,18 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
 
             outs = [session] + live.components
             if local is None:
+                # no time_limit: Gradio 6.31 waits for each next input with a sleep of the time
+                # limit's length that it never cancels (queueing.wait_for_event_or_timeout), so
+                # with an hour's limit every frame and chunk left a sleeping task for up to an
+                # hour: the server grew by about 4.5 MB a minute per live session
+                # (docs/reliability.md). Without one that wait is 30 s; idle sessions are closed
+                # by the app's reaper (streaming.limits.IDLE_TIMEOUT_S)
                 cam.stream(
                     on_frame,
                     [cam, session],
                     [session],
                     stream_every=0.2,
-                    time_limit=3600,
+                    time_limit=None,
                     concurrency_limit=None,
                     api_name="stream_frame",
                     show_progress="hidden",
@@ -221,9 +229,9 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                 mic.stream(
                     on_audio,
                     [mic, session],
-                    outs,
+                    [session] + live.quick,
                     stream_every=0.5,
-                    time_limit=3600,
+                    time_limit=None,
                     concurrency_limit=None,
                     api_name="stream_audio",
                     show_progress="hidden",
@@ -283,7 +291,7 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                 return [s, None] + Views.values(s, gr, force=True)
 
             def on_replay_tick(s):
-                return [s] + (Views.values(s, gr) if s is not None else [gr.skip()] * 6)
+                return [s] + Views.values(s, gr)
 
             def on_export_replay(s):
                 return _export(s, f"replay-{getattr(s, 'name', 'recording')}")

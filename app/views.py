@@ -9,7 +9,7 @@ from streaming.types import HealthStatus, WindowResult
 
 STATE_STYLE = {"OK": "#1b7f3b", "DEGRADED": "#b86e00", "DROPPED": "#b3261e"}
 TRANSCRIPT_SPAN_S = 60.0  # the transcript panel shows the words of the last minute
-#: what each session was last drawn from (``Views.values``), so an unchanged one is skipped
+#: what each session was last drawn from (``Views.values``), so an unchanged one is not drawn again
 _DRAWN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 TIMELINE_WINDOWS = 120  # the timeline reads the latest windows ...
 TIMELINE_HORIZON_S = 90.0  # ... and shows this many seconds of them
@@ -130,20 +130,25 @@ class Views:
 
     @staticmethod
     def values(session, gr, force: bool = False):
-        """New values for ``components``; ``gr.skip()`` where nothing changed since the
-        session was last drawn (a new pipeline, ``LiveSession.generation``, is a change)."""
+        """Values for ``components``, always plain values, never ``gr.skip()`` or an update:
+        Gradio 6.31 makes a new component for every update an event returns and keeps it in
+        the browser session's config until the session ends (a live session grew by about 5
+        components a second, docs/reliability.md). What was drawn is kept per session, so an
+        unchanged session costs no new drawing (``force``: draw anew)."""
         if session is None:
-            return [score_html(None), None, health_html(None), transcript_md([], []), None, ""]
+            return [score_html(None), None, health_html(None), transcript_md([], []), "", ""]
         w = session.latest()
-        key = (session.generation, w and (w.t_end, id(w)), tuple(sorted(session.errors.items())))
+        key = (session.generation, w and (w.t_end, id(w)), tuple(sorted(session.errors.items())), str(session.limited))
         words = session.transcript_view()
         drawn = _DRAWN.get(session)
-        _DRAWN[session] = (key, words)
         if not force and drawn is not None and drawn[0] == key:
-            # no new window: only the transcript, when a decode brought words since (the
-            # recogniser runs apart from the windows, so words show as they are decoded)
-            same = drawn[1] == words
-            return [gr.skip()] * 3 + [gr.skip() if same else transcript_md(*words)] + [gr.skip()] * 2
+            # no new window: the transcript may have new words (the recogniser runs apart
+            # from the windows, so words show as they are decoded)
+            values = drawn[1]
+            if drawn[2] != words:
+                values = values[:3] + [transcript_md(*words)] + values[4:]
+                _DRAWN[session] = (key, values, words)
+            return list(values)
         plot = ""
         if w is not None:
             from streaming.timeline import timeline_data, timeline_svg
@@ -151,7 +156,7 @@ class Views:
             data = timeline_data(session.windows(TIMELINE_WINDOWS), session.faults.timeline(), horizon=TIMELINE_HORIZON_S)
             plot = timeline_svg(data)
         label = None if w is None or w.no_data else w.result.confidences()
-        return [
+        values = [
             score_html(w),
             label,
             health_html(w, session.errors),
@@ -159,6 +164,20 @@ class Views:
             plot,
             status_md(session),
         ]
+        _DRAWN[session] = (key, values, words)
+        return list(values)
+
+    @property
+    def quick(self):
+        """The components the microphone's events fill (every 0.5 s): all but the timeline,
+        which goes out with the 1 s tick only (the largest value, about 26 kB)."""
+        return [c for c in self.components if c is not self.plot]
+
+    @staticmethod
+    def quick_values(session, gr):
+        """Values for ``quick``."""
+        values = Views.values(session, gr)
+        return values[:4] + values[5:]
 
 
 def status_md(session) -> str:

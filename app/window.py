@@ -59,7 +59,7 @@ def _read_audio_payload(audio) -> np.ndarray:
     except SourceError as e:
         reason = str(e)
         if reason.startswith("cannot decode"):
-            reason = f"it could not be read as audio ({reason.rsplit(': ', 1)[-1]})"
+            reason = f"{name} could not be read as audio ({reason.rsplit(': ', 1)[-1]})"
         raise ValueError(reason.replace(os.path.basename(path), name)) from None
     if x is None or not len(x):
         raise ValueError(f"{name} holds no audio")

@@ -418,7 +418,7 @@ def test_replay_of_one_track_drops_the_other_modality(app, kit, base, ext, missi
     "base, entry, ext, note",
     [
         ("empty", "window-audio", ".wav", r"audio: upload\d+\.wav is empty \(0 bytes\); left out"),
-        ("random", "window-audio", ".wav", r"audio: it could not be read as audio \(.+\); left out"),
+        ("random", "window-audio", ".wav", r"audio: upload\d+\.wav could not be read as audio \(.+\); left out"),
         ("video-only.mp4", "window-audio", None, r"audio: upload\d+\.mp4 holds no audio; left out"),
         ("header-10h.mp4", "window-audio", None, r"audio: upload\d+\.mp4 lasts 10:00:00 by its header.*; left out"),
         ("silence-10h.flac", "window-audio", None, r"audio: upload\d+\.flac runs past 10:00.*; left out"),
