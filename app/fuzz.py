@@ -44,7 +44,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import re
 import struct
 import subprocess
@@ -62,6 +61,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from streaming import limits
+from streaming.bench import machine
 
 DEADLINE_S = 10.0  # an input not answered within this is a hang
 BATCH = 50  # inputs between the checks that the session (or the tab) still serves
@@ -1183,19 +1183,6 @@ def make_targets(names: list[str], kit: MediaKit | None = None) -> tuple[dict[st
             kit.close()
 
     return out, close
-
-
-def machine() -> str:
-    """The CPU model and core count of this machine."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
 
 
 def write_report(tallies: dict[str, Tally], out: Path, meta: dict) -> tuple[Path, Path]:

@@ -177,6 +177,8 @@ class App:
         for s in idle:
             s.close()
         self.reaped += len(idle)
+        if idle:
+            release_memory()
         return len(idle)
 
     def _reaper(self, every_s: float) -> None:
@@ -226,6 +228,19 @@ _OPEN_SESSIONS: weakref.WeakSet = weakref.WeakSet()
 def _close_open_sessions() -> None:
     for s in list(_OPEN_SESSIONS):
         close_session(s)
+
+
+def release_memory() -> None:
+    """Hands the heap's free pages back to the system (glibc's ``malloc_trim``; nothing
+    elsewhere): what closed sessions freed then leaves the server's resident memory, rather than
+    staying in the allocator's arenas of the threads that used it."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def close_session(session) -> None:

@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from models.types import MODALITIES, Modality
+from streaming.bench import machine
 from streaming.faults import ALLOWED, DEFAULT_PARAMS, FaultKind
 from streaming.types import Health, WindowResult
 from streaming.windowing import Windower
@@ -445,12 +446,6 @@ def build_real_clip(out: str | Path, name: str = REAL_CLIP, repeat: int = 3, dat
         raise ValueError(f"{src} needs a face and a voice: it has {len(frames)} frames and {'no' if audio is None else ''} audio")
     write_media(out, [f.image for f in frames] * repeat, rate, np.tile(audio, repeat))
     return {"path": str(out), "duration": FileReplay(out, realtime=False).duration, "source": name}
-
-
-def machine() -> str:
-    from streaming.bench import machine as bench_machine
-
-    return bench_machine()
 
 
 def run_matrix(clips: dict[str, dict], model, asr, cells=None, progress: bool = True) -> dict:

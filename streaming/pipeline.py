@@ -429,10 +429,18 @@ class Pipeline:
             return out
 
     def close(self) -> None:
-        """Frees the session's resources (the recogniser thread, the face mesh)."""
+        """Frees the session's resources: the recogniser thread, the face mesh, and the media
+        and checks it holds (the kept audio and analysed frames, the health record). The
+        transcript stays readable; a closed pipeline takes no input."""
         if self._asr_thread is not None:
             self._asr_thread.close()
         try:
             self.faces.close()
         except Exception:  # already closed
             pass
+        with self._lock:
+            self.audio = AudioTrack(self.cfg.keep_s)
+            self.vision = VisionTrack(self.cfg.keep_s)
+            self.health = HealthMonitor(self.cfg.health, expected_fps=self.cfg.vision_fps)
+            for log in self._transport_log.values():
+                log.clear()

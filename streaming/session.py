@@ -409,3 +409,5 @@ class LiveSession:
             self._thread.join(timeout=10)
         with self._work:
             self.pipeline.close()
+            if self._asr is not None:
+                self._asr.reset()  # the recogniser's audio buffer and words (the transcript view keeps the last)

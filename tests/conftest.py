@@ -60,3 +60,31 @@ def make_window():
         return WindowResult(start, float(t_end), result, health, lag=dict(lag or {}))
 
     return make
+
+
+# ----------------------------------------------------------------- shared by many modules
+# (module scope: each test module gets its own, so one module's caches and state never
+# reach another's)
+@pytest.fixture(scope="module")
+def model():
+    """The shipped model (``SentimentModel.load()``)."""
+    from models.runtime import SentimentModel
+
+    return SentimentModel.load()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """The demo clip (FER-2013 faces animated, espeak-ng speech), built at test time:
+    ``streaming.democlip.build_clip``'s dict (path, lines, ...)."""
+    from streaming.democlip import build_clip
+
+    return build_clip(tmp_path_factory.mktemp("clip") / "demo.mp4")
+
+
+@pytest.fixture(scope="module")
+def asr():
+    """The shipped streaming recogniser (faster-whisper tiny.en)."""
+    from streaming.asr import StreamingASR
+
+    return StreamingASR()

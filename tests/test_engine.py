@@ -117,13 +117,6 @@ def test_the_shipped_model_says_where_it_runs_and_refuses_a_missing_gpu():
 
 
 @pytest.fixture(scope="module")
-def model():
-    from models.runtime import SentimentModel
-
-    return SentimentModel.load()
-
-
-@pytest.fixture(scope="module")
 def windows(model, face_frame, speech_clip):
     """Windows of different lengths and modality subsets, as sessions would send them."""
     from models.features.vision import FaceAnalyzer

@@ -45,27 +45,6 @@ REPLAYS = [
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    from streaming.democlip import build_clip
-
-    return build_clip(tmp_path_factory.mktemp("clip") / "demo.mp4")
-
-
-@pytest.fixture(scope="module")
-def model():
-    from models.runtime import SentimentModel
-
-    return SentimentModel.load()
-
-
-@pytest.fixture(scope="module")
-def asr():
-    from streaming.asr import StreamingASR
-
-    return StreamingASR()
-
-
-@pytest.fixture(scope="module")
 def replayed(clip, model):
     """Memo of replays: ``replayed(names, asr)`` -> (windows, {cell name: failures})."""
     memo = {}

@@ -35,13 +35,6 @@ CI = settings(
 
 
 @pytest.fixture(scope="module")
-def model():
-    from models.runtime import SentimentModel
-
-    return SentimentModel.load()
-
-
-@pytest.fixture(scope="module")
 def good():
     return fuzz.good_media()
 

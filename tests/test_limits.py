@@ -25,13 +25,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(scope="module")
-def model():
-    from models.runtime import SentimentModel
-
-    return SentimentModel.load()
-
-
 def frame():
     rng = np.random.default_rng(0)
     return rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)

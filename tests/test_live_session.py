@@ -23,13 +23,6 @@ class Clock:
 
 
 @pytest.fixture(scope="module")
-def model():
-    from models.runtime import SentimentModel
-
-    return SentimentModel.load()
-
-
-@pytest.fixture(scope="module")
 def frames():
     """Animated frames of a real FER-2013 face (the face mesh finds it), 5 per second."""
     from streaming.democlip import animate, pick_faces

@@ -17,27 +17,6 @@ from models.types import SENTIMENT_CLASSES
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    from streaming.democlip import build_clip
-
-    return build_clip(tmp_path_factory.mktemp("clip") / "demo.mp4")
-
-
-@pytest.fixture(scope="module")
-def model():
-    from models.runtime import SentimentModel
-
-    return SentimentModel.load()
-
-
-@pytest.fixture(scope="module")
-def asr():
-    from streaming.asr import StreamingASR
-
-    return StreamingASR()
-
-
 def run(clip, model, spec="", asr=None):
     from streaming.simulate import build_pipeline, replay
 

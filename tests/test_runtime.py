@@ -12,13 +12,6 @@ from models.types import MODALITIES, SENTIMENT_CLASSES, SequenceFeatures, Window
 
 
 @pytest.fixture(scope="module")
-def model():
-    from models.runtime import SentimentModel
-
-    return SentimentModel.load()
-
-
-@pytest.fixture(scope="module")
 def window(model, face_frame, speech_clip):
     from models.features.vision import FaceAnalyzer
 

@@ -34,13 +34,6 @@ def test_windower_stream_not_starting_at_zero():
     assert w.tail(11.5) == (10.2, 11.5)  # from where the stream began, not before
 
 
-@pytest.fixture(scope="module")
-def model():
-    from models.runtime import SentimentModel
-
-    return SentimentModel.load()
-
-
 def _real(name: str):
     from models.paths import data_root
 

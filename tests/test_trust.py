@@ -23,13 +23,6 @@ def ravdess_clip(emotion_code="05"):
     return a
 
 
-@pytest.fixture(scope="module")
-def model():
-    from models.runtime import SentimentModel
-
-    return SentimentModel.load()
-
-
 # ---------------------------------------------------------------- one computation
 def test_audio_window_features_equal_on_live_and_training_path(model):
     """A clip pushed through the live pipeline: the features of its first full window are
