@@ -34,6 +34,8 @@ import uuid
 from datetime import date
 from pathlib import Path
 
+from streaming.bench import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -141,7 +143,7 @@ def load(waves: int, n: int, seconds: float, idle_timeout_s: float) -> dict:
     last = rows[-1]
     return {
         "command": "load",
-        "machine": _machine(),
+        "machine": machine(),
         "date": str(date.today()),
         "waves": waves,
         "sessions": n,
@@ -203,7 +205,7 @@ def soak(minutes: float, every_s: float) -> dict:
     ref, end = after5[0], samples[-1]
     return {
         "command": "soak",
-        "machine": _machine(),
+        "machine": machine(),
         "date": str(date.today()),
         "minutes": minutes,
         "samples": samples,
@@ -220,12 +222,6 @@ def soak(minutes: float, every_s: float) -> dict:
 
 
 # ---------------------------------------------------------------------- reports
-def _machine() -> str:
-    from streaming.bench import machine
-
-    return machine()
-
-
 def write_load(res: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")

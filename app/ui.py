@@ -170,7 +170,7 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                 try:
                     s.video(_webcam_frame(frame))
                 except ValueError as e:  # an unusable frame: the camera's health says so
-                    s.reject("vision", f"invalid frame: {e}")
+                    s.reject("vision", str(e))
                 return s
 
             def on_audio(chunk, s, request: gr.Request):

@@ -183,20 +183,22 @@ class LiveSession:
             item = self.browser.video(frame, now)
             self.errors.pop("vision", None)
         except ValueError as e:
-            self.reject(Modality.VISION, f"invalid frame: {e}", now)
+            self.reject(Modality.VISION, str(e), now)
             return
         self._queue(item)
 
-    def reject(self, modality: Modality | str, reason: str, now: float | None = None) -> None:
-        """An input of ``modality`` that arrived unusable (``reason`` for the page): it counts
-        as the sensor delivering a bad item (health DEGRADED / DROPPED with the reason)."""
+    def reject(self, modality: Modality | str, problem: str, now: float | None = None) -> None:
+        """An input of ``modality`` that arrived unusable (``problem``: why, for the page): it
+        counts as the sensor delivering a bad item (health DEGRADED / DROPPED, "invalid frame:
+        ..." / "invalid audio: ...")."""
         if self.closed:
             return
         modality = Modality(modality)
         now = self.clock() if now is None else now
         self.last_input = now
-        self.errors[modality.value] = reason.split(": ", 1)[-1] if reason.startswith("invalid ") else reason
-        self._queue(("reject", modality, now, reason))
+        self.errors[modality.value] = problem
+        kind = "frame" if modality == Modality.VISION else "audio"
+        self._queue(("reject", modality, now, f"invalid {kind}: {problem}"))
 
     def audio(self, chunk) -> None:
         """A browser microphone chunk ``(rate, samples)``, placed on the microphone's own
@@ -210,7 +212,7 @@ class LiveSession:
         try:
             seconds = self.browser.seconds(chunk)  # its form checked (ValueError), its length
         except ValueError as e:
-            self.reject(Modality.AUDIO, f"invalid audio: {e}", now)
+            self.reject(Modality.AUDIO, str(e), now)
             return
         if not self._audio_rate.take(seconds, now):
             return  # over the visitor's audio rate: dropped, counted
@@ -230,7 +232,7 @@ class LiveSession:
                 self._behind_since = None
             self.errors.pop("audio", None)
         except ValueError as e:
-            self.reject(Modality.AUDIO, f"invalid audio: {e}", now)
+            self.reject(Modality.AUDIO, str(e), now)
             return
         self._queue(item)
 

@@ -34,6 +34,16 @@ CI = settings(
 )
 
 
+#: what an input may take here before it counts as a hang: a guard against one that never
+#: ends, not a timing check (the command, ``python -m app.fuzz``, holds inputs to 10 s)
+GUARD_S = 600.0
+
+
+def with_guard(target):
+    target.hang_s = GUARD_S
+    return target
+
+
 @pytest.fixture(scope="module")
 def good():
     return fuzz.good_media()
@@ -64,21 +74,21 @@ def app(model):
 
 @pytest.fixture(scope="module")
 def video(model, good):
-    t = fuzz.VideoTarget(model, good)
+    t = with_guard(fuzz.VideoTarget(model, good))
     yield t
     t.close()
 
 
 @pytest.fixture(scope="module")
 def audio(model, good):
-    t = fuzz.AudioTarget(model, good)
+    t = with_guard(fuzz.AudioTarget(model, good))
     yield t
     t.close()
 
 
 @pytest.fixture(scope="module")
 def files(app, analyser, kit):
-    return fuzz.FilesTarget(app, analyser, kit)
+    return with_guard(fuzz.FilesTarget(app, analyser, kit))
 
 
 class Clock:
@@ -117,7 +127,7 @@ def test_the_session_still_serves_after_the_fuzzed_chunks(audio):
 @settings(CI, max_examples=150)
 @given(payload=fuzz.text_payloads())
 def test_any_text_gives_a_result_or_says_none_was_given(analyser, payload):
-    v = fuzz.TextTarget(analyser).feed(payload)
+    v = with_guard(fuzz.TextTarget(analyser)).feed(payload)
     assert v.outcome != FAILED, f"{v.input}: {v.detail}"
 
 

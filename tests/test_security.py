@@ -370,7 +370,7 @@ def server():
         app.close()
 
 
-def _call(server, api: str, data: list, q: QueueSession | None = None, timeout: float = 60.0) -> tuple[bool, dict, str]:
+def _call(server, api: str, data: list, q: QueueSession | None = None, timeout: float = 600.0) -> tuple[bool, dict, str]:
     """(success, output, session hash) of one event sent through the queue as a page or a
     script sends it; a stream event's first answer, the event then closed."""
     _, _, http, config = server
