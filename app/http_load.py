@@ -405,6 +405,8 @@ def run(server: Server, media: Media, n: int, seconds: float, hop_s: float = 1.0
         lat += [w.latency_ms for w in ws]
         rec_lag += [w.lag["recogniser"] for w in ws if w.lag.get("recogniser") is not None]
         skipped += s.frames_skipped if s is not None else 0
+    for s in found.values():  # the browsers have left: their sessions close, as the reaper would
+        s.close()
     expected = seconds / hop_s - 3  # windows end from 3 s on, one per hop
     batches = {k: v - batches0.get(k, 0) for k, v in app.recogniser_batches().items() if v - batches0.get(k, 0)}
     p95 = _pct(lat, 95)
