@@ -102,7 +102,9 @@ class App:
             if self._asr_model is None:  # loaded once, shared by all sessions, below the windows' priority
                 load = functools.partial(StreamingASR, device=self.device, threads=self.asr_threads)
                 self._asr_model = in_thread(load, RECOGNISER_NICE).model
-        return StreamingASR(whisper=self._asr_model, decoder=self.recogniser())
+        decoder = self.recogniser()
+        # a session reads its buffer once the shared recogniser has a seat for it (oldest first)
+        return StreamingASR(whisper=self._asr_model, decoder=decoder, seat=getattr(decoder, "seat", None))
 
     def recogniser(self):
         """What every session's recogniser decodes through: one ``Batcher`` over a shared

@@ -14,6 +14,11 @@ runs what is queued now (no waiting). ``clock`` and ``wait`` are injectable for 
 reason. ``sizes`` counts the batch sizes run (for the benchmark). ``nice`` lowers the
 worker thread's priority (``models.cpu.lower_priority``): the shared recogniser's batcher
 runs below the windows.
+
+``Seats(n)``: at most ``n`` callers at a time, admitted first come, first served. A caller
+whose request is made of state that keeps growing while it waits (a recogniser's audio
+buffer) takes a seat first and builds its request once seated, so what it submits is as
+fresh as the wait allows; ``Batcher.seat`` is one with ``max_batch`` seats.
 """
 
 from __future__ import annotations
@@ -21,11 +26,51 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any
 
 from models.cpu import lower_priority
+
+
+class Seats:
+    """At most ``n`` holders at once, admitted in the order they asked (``with seats():``).
+    ``waits`` counts the callers that had to wait."""
+
+    def __init__(self, n: int = 1) -> None:
+        if n < 1:
+            raise ValueError(f"need at least one seat, got {n}")
+        self.n = int(n)
+        self.waits = 0
+        self._free = self.n
+        self._line: deque[object] = deque()
+        self._cv = threading.Condition()
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        me = object()
+        with self._cv:
+            self._line.append(me)
+            if self._line[0] is not me or not self._free:
+                self.waits += 1
+            while self._line[0] is not me or not self._free:
+                self._cv.wait()
+            self._line.popleft()
+            self._free -= 1
+            self._cv.notify_all()  # the next in line may take a seat still free
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._free += 1
+                self._cv.notify_all()
+
+    @property
+    def waiting(self) -> int:
+        """Callers in line for a seat now."""
+        with self._cv:
+            return len(self._line)
 
 
 class Batcher:
@@ -53,6 +98,8 @@ class Batcher:
         self._cv = threading.Condition()
         self._closed = False
         self._thread = None
+        #: ``with batcher.seat():`` build the request and call; ``max_batch`` callers at once
+        self.seat = Seats(self.max_batch)
         if start:
             self._thread = threading.Thread(target=self._run, name=name, daemon=True)
             self._thread.start()
@@ -147,4 +194,4 @@ class Batcher:
                 pass
 
 
-__all__ = ["Batcher"]
+__all__ = ["Batcher", "Seats"]

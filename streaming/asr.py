@@ -23,6 +23,14 @@ Policy (after "whisper_streaming", Machacek et al. 2023):
   resumes), so a decode covers the words still open and a short stretch of audio. A
   ``step`` whose new audio holds no speech, with no word pending, decodes nothing: the
   transcript is up to date.
+- Stable words (``stable_s``, 1 s; None turns it off): the hypothesis's leading words that
+  end at least ``stable_s`` before the end of the decoded audio are committed by that
+  decode. With a second of speech heard after them a second decode rarely changes them,
+  and under load (many sessions sharing one recogniser) the next decode may be seconds
+  away; ``streaming.evaluate_asr`` measures what it costs in words.
+- A shared recogniser (``seat``, ``models.batcher.Seats``): a session reads its buffer only
+  once its decode is admitted, so a decode that waited covers all the audio that came
+  meanwhile instead of a stale snapshot.
 - Every decoded word is checked for hallucination (``streaming.transcript_trust``: loops,
   compression ratio, no-speech probability, speech rate, agreement with the voice-activity
   detector run on the same buffer); a failing word keeps its place with ``Word.suspect``
@@ -37,6 +45,7 @@ Policy (after "whisper_streaming", Machacek et al. 2023):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -60,6 +69,7 @@ if TYPE_CHECKING:
 _PROMPT_CHARS = 200
 PAUSE_S = 0.5  # a pause this long ends what was said before it
 PAUSE_LEAD_S = 0.5  # silence kept before the speech resumes when the buffer is cut in a pause
+STABLE_S = 1.0  # a decoded word ending this long before the buffer's end is committed by that decode
 
 
 def _once_each(words: list[str]) -> list[str]:
@@ -96,7 +106,10 @@ class StreamingASR:
     model with ``context`` ("fit": encoder sized to the speech, "full": 30 s). The app
     passes one ``models.batcher.Batcher`` around a shared decoder, so all sessions decode
     through one recogniser. ``pause_s``: the pause rules of the module docstring (None:
-    LocalAgreement and the length trims alone).
+    LocalAgreement and the length trims alone). ``seat``: a callable giving a context
+    manager held while the buffer is read and decoded (the shared recogniser's
+    ``Batcher.seat``): a session waiting for a busy recogniser reads its buffer only once
+    admitted, so its decode covers the audio that came while it waited.
     Thread-safe: ``push`` may run on a capture thread while ``step`` runs elsewhere.
     """
 
@@ -116,6 +129,8 @@ class StreamingASR:
         decoder=None,
         context: str = "fit",
         pause_s: float | None = PAUSE_S,
+        seat=None,
+        stable_s: float | None = STABLE_S,
     ) -> None:
         if not 0 < trim_s < max_buffer_s <= 30.0:
             raise ValueError("need 0 < trim_s < max_buffer_s <= 30 s (Whisper's window)")
@@ -133,10 +148,14 @@ class StreamingASR:
         self.max_buffer_s = max_buffer_s
         self.history_s = history_s
         self.pause_s = pause_s
+        if stable_s is not None and not 0 < stable_s <= trim_s:
+            raise ValueError(f"stable_s must be None or in (0, trim_s], got {stable_s}")
+        self.stable_s = stable_s
         self._vad = SpeechDetector()
         if decoder is None:
             decoder = WhisperDecoder(whisper, language, beam_size, context=context)
         self.decoder = decoder
+        self.seat = seat or contextlib.nullcontext
         self._lock = threading.RLock()  # guards the state below
         self._step_lock = threading.Lock()  # one decode at a time
         self.reset()
@@ -218,7 +237,8 @@ class StreamingASR:
                 self._cut(self._end - self.max_buffer_s, commit=True)
 
     def step(self, now: float | None = None) -> Transcript:
-        """Decode the buffer once and return the ``Transcript`` at ``now`` (default: audio end).
+        """Decode the buffer once and return the ``Transcript`` at ``now`` (default: the end of
+        the audio decoded).
 
         With less than ``min_new_s`` of new audio since the last decode, returns the last
         transcript unchanged. With the pause rules on, new audio that holds no speech while
@@ -228,27 +248,33 @@ class StreamingASR:
             with self._lock:
                 if self._buf_t is None or self._end - self._decoded_end < self.min_new_s:
                     return self._last
-                audio, buf_t, prompt = self._audio, self._buf_t, self._prompt()
-                probs = self._vad.probs(audio)
-                new_from = max(0.0, self._decoded_end - buf_t)
-                self._decoded_end = self._end
-                if self.pause_s is not None and not self._words.pending and _quiet(probs, new_from):
-                    self.skipped += 1
-                    self._cut(max(buf_t, self._end - PAUSE_LEAD_S), in_silence=True)  # no decode of silence
-                    last = self._last
-                    self._last = self._make(now, last.avg_logprob, last.no_speech_prob, None)
-                    return self._last
-                spans = speech_spans(probs, len(audio))
-                pause = last_pause(probs, len(audio), self.pause_s) if self.pause_s is not None else None
-            pause_t = None if pause is None else (buf_t + pause[0] / SAMPLE_RATE, buf_t + pause[1] / SAMPLE_RATE)
-            return self._decode_and_commit(audio, buf_t, prompt, now, final=False, spans=spans, pause=pause_t)
+                if self.pause_s is not None and not self._words.pending:
+                    new_from = max(0.0, self._decoded_end - self._buf_t)
+                    if _quiet(self._vad.probs(self._audio), new_from):
+                        self._decoded_end = self._end
+                        self.skipped += 1
+                        self._cut(max(self._buf_t, self._end - PAUSE_LEAD_S), in_silence=True)  # no decode of silence
+                        last = self._last
+                        self._last = self._make(now, last.avg_logprob, last.no_speech_prob, None)
+                        return self._last
+            with self.seat():  # the buffer is read once the recogniser is ours: all the audio come meanwhile
+                with self._lock:
+                    audio, buf_t, prompt = self._audio, self._buf_t, self._prompt()
+                    probs = self._vad.probs(audio)
+                    self._decoded_end = self._end
+                    spans = speech_spans(probs, len(audio))
+                    pause = last_pause(probs, len(audio), self.pause_s) if self.pause_s is not None else None
+                pause_t = None if pause is None else (buf_t + pause[0] / SAMPLE_RATE, buf_t + pause[1] / SAMPLE_RATE)
+                if now is None:  # stamped with the end of the audio decoded, not of what came during the decode
+                    now = buf_t + len(audio) / SAMPLE_RATE
+                return self._decode_and_commit(audio, buf_t, prompt, now, final=False, spans=spans, pause=pause_t)
 
     def flush(self, now: float | None = None) -> Transcript:
         """End of stream: decode what is left and commit every pending word; empties the buffer.
 
         Committed words are kept; later pushes continue the same stream (``reset`` starts anew).
         """
-        with self._step_lock:
+        with self._step_lock, self.seat():
             with self._lock:
                 if self._buf_t is None:
                     return self._last
@@ -296,8 +322,9 @@ class StreamingASR:
                 last = self._last
                 self._last = self._make(now, last.avg_logprob, last.no_speech_prob, f"{type(e).__name__}: {e}")
                 return self._last
+        stable = None if self.stable_s is None else buf_t + len(audio) / SAMPLE_RATE - self.stable_s
         with self._lock:
-            self._words.update(words, final, settled=None if pause is None else pause[0], audio_from=buf_t)
+            self._words.update(words, final, settled=None if pause is None else pause[0], audio_from=buf_t, stable=stable)
             if not final:
                 self._trim(pause)
             self._last = self._make(now, avg_logprob, no_speech, None)

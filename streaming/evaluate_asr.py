@@ -5,12 +5,17 @@ recogniser under each of its configurations:
   faster-whisper's ``transcribe`` over the buffer gives);
 - ``fit``: the encoder sized to the speech (``streaming.whisper_batch``, ``context="fit"``);
 - ``pauses``: ``fit`` with the pause rules (``streaming.asr``: words before a pause of the
-  speaker committed at once, the buffer cut inside the pause, no decode of silence), the
-  app's setting.
+  speaker committed at once, the buffer cut inside the pause, no decode of silence);
+- ``stable``: ``pauses`` with the stable rule (a word the decode ends at least 1 s before
+  the buffer's end is committed by that decode, without waiting for the next one to agree),
+  the app's setting;
+- ``*-busy``: a step every 1.5 s instead of 1 s, as each of six sessions sharing one
+  recogniser on 2 cores gets (``app.http_load``); ``stable0.7`` and ``stable1.5`` try the
+  stable rule at 0.7 s and 1.5 s.
 
-    python -m streaming.evaluate_asr [--out docs/asr-context] [--configs full,fit,pauses]
+    python -m streaming.evaluate_asr [--out docs/asr-context] [--configs full,fit,pauses,stable]
 
-Each recording is streamed as live audio is (0.5 s chunks, a decode every 1 s, then
+Each recording is streamed as live audio is (0.5 s chunks, a decode every 1 s or 1.5 s, then
 ``flush``) through ``streaming.asr.StreamingASR``; the committed words are scored against
 the official transcript (lower case, punctuation dropped, word edit distance / reference
 words). Also reported per configuration: decode milliseconds (p50, p95, one thread; a step
@@ -44,10 +49,16 @@ from models.features.audio import SAMPLE_RATE
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK_S, EVERY_S = 0.5, 1.0
-CONFIGS = {  # name -> (WhisperDecoder context, StreamingASR pause_s)
-    "full": ("full", None),
-    "fit": ("fit", None),
-    "pauses": ("fit", 0.5),
+BUSY_EVERY_S = 1.5  # a step per session under load: six sessions sharing one recogniser on 2 cores
+CONFIGS = {  # name -> (WhisperDecoder context, StreamingASR pause_s, stable_s, seconds between steps)
+    "full": ("full", None, None, EVERY_S),
+    "fit": ("fit", None, None, EVERY_S),
+    "pauses": ("fit", 0.5, None, EVERY_S),
+    "stable": ("fit", 0.5, 1.0, EVERY_S),
+    "pauses-busy": ("fit", 0.5, None, BUSY_EVERY_S),
+    "stable-busy": ("fit", 0.5, 1.0, BUSY_EVERY_S),
+    "stable0.7-busy": ("fit", 0.5, 0.7, BUSY_EVERY_S),
+    "stable1.5-busy": ("fit", 0.5, 1.5, BUSY_EVERY_S),
 }
 RAVDESS_SAID = {"01": "kids are talking by the door", "02": "dogs are sitting by the door"}
 PASSAGES = [
@@ -136,10 +147,10 @@ def recordings() -> list[tuple[str, str, np.ndarray, str]]:
     return out
 
 
-def stream(asr, audio: np.ndarray) -> dict:
-    """Stream one recording; the committed text, decode times and per-word lags."""
+def stream(asr, audio: np.ndarray, every_s: float = EVERY_S) -> dict:
+    """Stream one recording, a step every ``every_s``; the committed text, decode times and per-word lags."""
     asr.reset()
-    chunk, every = round(CHUNK_S * SAMPLE_RATE), round(EVERY_S / CHUNK_S)
+    chunk, every = round(CHUNK_S * SAMPLE_RATE), round(every_s / CHUNK_S)
     decode_ms, first_seen, first_committed = [], {}, {}
     cpu0 = time.process_time()
     for k, i in enumerate(range(0, len(audio), chunk)):
@@ -178,11 +189,12 @@ def evaluate(configs: list[str], progress: bool = True) -> dict:
     base = StreamingASR(threads=1)
     res: dict = {"configs": configs, "rows": []}
     for name_ in configs:
-        ctx, pause_s = CONFIGS[name_]
-        asr = StreamingASR(whisper=base.model, decoder=WhisperDecoder(base.model, context=ctx), pause_s=pause_s)
+        ctx, pause_s, stable_s, every_s = CONFIGS[name_]
+        decoder = WhisperDecoder(base.model, context=ctx)
+        asr = StreamingASR(whisper=base.model, decoder=decoder, pause_s=pause_s, stable_s=stable_s)
         for kind, name, audio, said in recs:
             t0 = time.perf_counter()
-            r = stream(asr, audio)
+            r = stream(asr, audio, every_s)
             edits, n = wer(said, r["text"])
             res["rows"].append(
                 dict(config=name_, set=kind, name=name, seconds=round(len(audio) / SAMPLE_RATE, 1), edits=edits, ref_words=n, **r)
@@ -229,13 +241,16 @@ def write(res: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     lines = [
-        "# Recogniser accuracy and cost: Whisper's 30 s encoder, one sized to the speech, and the pause rules",
+        "# Recogniser accuracy and cost: Whisper's 30 s encoder, one sized to the speech, the pause and stable rules",
         "",
         f"Written by `python -m streaming.evaluate_asr` on {machine()}, {time.strftime('%Y-%m-%d')}. "
         "Streamed as live (0.5 s chunks, a step every 1 s, flush at the end), faster-whisper tiny.en int8, "
         "one thread. Configurations: full, Whisper's 30 s encoder; fit, the encoder on the speech plus 2 s "
         "(at least 15 s); pauses, fit with the pause rules (words before a 0.5 s pause committed at once, the "
-        "buffer cut in the pause, silence not decoded), the app's setting. WER: word edits over reference "
+        "buffer cut in the pause, silence not decoded); stable, pauses with the stable rule (a word ending "
+        "1 s or more before the buffer's end committed by the decode that hears it), the app's setting; "
+        "-busy, a step every 1.5 s (each of six sessions sharing one recogniser on 2 cores); stable0.7 and "
+        "stable1.5, the stable rule at 0.7 s and 1.5 s. WER: word edits over reference "
         "words of the committed, trusted words. CPU: the recogniser's CPU seconds per second of audio. "
         "Lag: seconds from a word's end in the audio to its first showing (partial) or commit, "
         "counting the decodes' own time.",

@@ -12,7 +12,10 @@ repeated n-gram at the seam removed) are the *hypothesis*; the longest common pr
 hypothesis and ``pending`` (compared without case or punctuation) is committed, the rest
 becomes ``pending``. ``update(words, settled=t)`` also commits the hypothesis's words that
 begin before ``t``, where the speaker paused (their speech is over: a second decode would
-only repeat them), their ends held to ``t``. ``update(words, final=True)`` takes the stream's last decode as
+only repeat them), their ends held to ``t``. ``update(words, stable=t)`` commits the
+hypothesis's leading words that end by ``t``, well before the end of the decoded audio: with
+that much speech heard after them a second decode would rarely change them, and under load
+a second decode may be seconds away. ``update(words, final=True)`` takes the stream's last decode as
 ``pending`` as it is; ``flush(t)`` (or ``commit_before(t)`` when audio before ``t`` is
 dropped) commits pending words that end by ``t``. Words keep their ``suspect`` reason
 (``streaming.transcript_trust``) when committed. ``cut_point`` says where a long audio
@@ -71,12 +74,17 @@ class LocalAgreement:
         return [Word(w.text, max(w.start, last_end), max(w.end, last_end), w.probability, w.suspect) for w in new]
 
     def update(
-        self, words: list[Word], final: bool = False, settled: float | None = None, audio_from: float | None = None
+        self,
+        words: list[Word],
+        final: bool = False,
+        settled: float | None = None,
+        audio_from: float | None = None,
+        stable: float | None = None,
     ) -> list[Word]:
         """One decode's words (of audio from ``audio_from``, see ``hypothesis``). Commits the
-        hypothesis's agreement with ``pending`` and its words beginning before ``settled``
-        (with ``final``: nothing, the hypothesis becomes ``pending`` as it is, for
-        ``flush``); returns the words committed now."""
+        hypothesis's agreement with ``pending``, its words beginning before ``settled`` and
+        its leading words ending by ``stable`` (with ``final``: nothing, the hypothesis
+        becomes ``pending`` as it is, for ``flush``); returns the words committed now."""
         hyp = self.hypothesis(words, audio_from)
         if final:
             self.pending = hyp
@@ -94,6 +102,9 @@ class LocalAgreement:
                     for i, w in enumerate(hyp)
                 ]
                 k = before
+        if stable is not None:
+            while k < len(hyp) and hyp[k].end <= stable:
+                k += 1
         done = self._commit(hyp[:k])
         self.pending = hyp[k:]
         return done

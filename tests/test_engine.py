@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from models.batcher import Batcher
+from models.batcher import Batcher, Seats
 from models.providers import DeviceUnavailable, onnx_providers, whisper_device
 from models.types import VISION_DIM, Modality, SequenceFeatures, WindowFeatures
 
@@ -299,3 +299,43 @@ def test_performance_report_names_the_machine_and_the_real_time_limit(tmp_path):
     assert "Largest N in real time, batched: 6" in md and "Largest N in real time, direct: 1" in md
     assert "| recogniser (a decode of a 6.0 s buffer/s) | 800.0 |" in md and "| total | 930.0 |" in md
     assert (tmp_path / "perf.json").is_file()
+
+
+def test_seats_admit_in_order_and_never_more_than_their_number():
+    seats = Seats(1)
+    order, inside, most = [], [0], [0]
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def sit(name: str) -> None:
+        with seats():
+            with lock:
+                order.append(name)
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            release.wait()
+            with lock:
+                inside[0] -= 1
+
+    first = threading.Thread(target=sit, args=("a",))
+    first.start()
+    while not order:  # "a" holds the seat
+        threading.Event().wait(0.001)
+    others = []
+    for name in "bcd":  # each gets in line before the next starts
+        t = threading.Thread(target=sit, args=(name,))
+        t.start()
+        others.append(t)
+        while seats.waiting < len(others):
+            threading.Event().wait(0.001)
+    release.set()
+    for t in [first, *others]:
+        t.join()
+    assert order == ["a", "b", "c", "d"] and most[0] == 1 and seats.waits == 3
+
+
+def test_a_batcher_has_a_seat_per_batch_place():
+    b = Batcher(_double, max_batch=3, start=False)
+    assert b.seat.n == 3
+    with pytest.raises(ValueError):
+        Seats(0)

@@ -180,3 +180,21 @@ def test_a_sentence_said_again_after_a_cut_is_not_a_seam_repeat():
     la2.update(words("don't forget a jacket", 0.0), settled=2.0)
     la2.update(words("jacket and", 1.95), audio_from=0.0)  # the same audio heard again: a repeat
     assert texts(la2.pending) == ["and"]
+
+
+def test_words_well_before_the_decoded_end_are_committed_by_one_decode():
+    la = LocalAgreement()
+    hyp = words("i think it went really well")  # ends at 0.4, 0.9, ..., 2.9 s
+    done = la.update(hyp, stable=1.5)  # the decoded audio ran to 2.5 s: 1 s after 1.5 s
+    assert texts(done) == ["i", "think", "it"] and texts(la.pending) == ["went", "really", "well"]
+    # the rest still needs a second decode that agrees
+    assert texts(la.update(words("i think it went really well"), stable=1.9)) == ["went", "really", "well"]
+
+
+def test_the_stable_rule_commits_a_prefix_only():
+    la = LocalAgreement()
+    hyp = words("kids are talking")
+    hyp[1] = Word("are", 0.5, 3.0, 0.9, "")  # a word reaching past the stable point stops the rule
+    done = la.update(hyp, stable=2.0)
+    assert texts(done) == ["kids"] and texts(la.pending) == ["are", "talking"]
+    assert la.update(words("by the door", 5.0), final=True) == [] and texts(la.committed) == ["kids"]

@@ -174,10 +174,12 @@ class StubASR:
 
         self.words.append(Word(f"w{t:.1f}", t, t + len(samples) / RATE))
 
-    def step(self, now: float):
+    def step(self, now: float | None = None):
+        """Like ``StreamingASR.step``: without ``now``, stamped with the end of the audio heard."""
         from streaming.types import Transcript
 
-        return Transcript(t=now, committed=[], partial=list(self.words))
+        t = now if now is not None else (self.words[-1].end if self.words else 0.0)
+        return Transcript(t=t, committed=[], partial=list(self.words))
 
 
 def test_the_transcript_shows_each_decode_before_any_window():
