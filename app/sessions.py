@@ -56,12 +56,14 @@ class App:
         max_sessions: int = limits.MAX_SESSIONS,
         idle_timeout_s: float = limits.IDLE_TIMEOUT_S,
         reap_every_s: float | None = 5.0,
+        fusion: str = "lnln",
     ):
         from models.engine import InferenceEngine
         from models.runtime import SentimentModel
 
         single_threaded()
-        self.model = model or SentimentModel.load(device=device)
+        self.model = model or SentimentModel.load(device=device, fusion=fusion)
+        self._fusion_of: dict[str, str] = {}  # a browser tab's chosen fusion model (``set_fusion``)
         self.device = device
         # load the text and audio extractors now, not inside the first live window (seconds)
         self.model.text_features("warm up")
@@ -75,7 +77,7 @@ class App:
         if engine == "ray":
             from models import serve_ray
 
-            self.ray_handle = serve_ray.start(address, device=device)
+            self.ray_handle = serve_ray.start(address, device=device, fusion=self.default_fusion)
         self._live: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._live_lock = threading.Lock()
         self._sessions: weakref.WeakSet = weakref.WeakSet()  # sessions made here, open or closed
@@ -201,7 +203,32 @@ class App:
                 s = self._new_session(None, None, "thread", True)
                 if key:
                     self._live[key] = s
+                    if key in self._fusion_of:  # the tab chose a fusion before this session
+                        s.set_fusion(self._fusion_of[key])
             return s
+
+    @property
+    def fusions(self) -> list[str]:
+        """The fusion models a visitor can choose (those shipped; the server's default first)."""
+        names = getattr(self.model, "fusions_available", [self.default_fusion])
+        if self.ray_handle is not None:  # the Ray Serve deployment runs the one it was started with
+            names = [self.default_fusion]
+        return sorted(names, key=lambda n: n != self.default_fusion)
+
+    @property
+    def default_fusion(self) -> str:
+        return getattr(self.model, "fusion_name", "lnln")
+
+    def set_fusion(self, key: str | None, session, name: str) -> None:
+        """Tab ``key``'s windows from now on go to fusion ``name``, in ``session`` (its current
+        session, if any) and in the sessions it gets later. ValueError for one not offered."""
+        if name not in self.fusions:
+            raise ValueError(f"{name!r} is not offered here: {', '.join(self.fusions)}")
+        if session is not None:
+            session.set_fusion(name)
+        if key:
+            with self._live_lock:
+                self._fusion_of[key] = name
 
     def session_for(self, key: str):
         """The live session of the browser tab ``key`` (Gradio's session hash), or None."""

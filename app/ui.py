@@ -25,6 +25,7 @@ import gradio as gr  # at module level: the handlers' ``gr.Request`` hints resol
 from app.sessions import App, ServerBusy, close_session, demo_clip_available, replay_problem, start_local_session, start_replay
 from app.views import Views, health_html, score_html, status_md, transcript_md
 from app.window import WindowAnalyser, emotion_summary
+from models.fusion import DEFAULT_FUSION, FUSIONS
 from models.providers import DEVICES
 from models.types import SENTIMENT_CLASSES
 from streaming import limits
@@ -135,6 +136,14 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                         )
                     else:
                         gr.Markdown("Capturing from this machine's devices (`--local-devices`).")
+                    fusion = gr.Dropdown(
+                        app.fusions,
+                        value=app.default_fusion,
+                        label="Fusion model",
+                        info="LNLN (default), DashFusion or HME: the next windows use it (assets/MODEL_CARD.md compares them)",
+                        elem_id="live-fusion",
+                        interactive=len(app.fusions) > 1,
+                    )
                     faults = gr.CheckboxGroup(FAULT_CHOICES, label="Inject faults (live)", elem_id="live-faults")
                     with gr.Row():
                         snr = gr.Slider(-10, 30, value=0, step=1, label="noise SNR (dB)")
@@ -191,6 +200,14 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
                 s.set_faults(names, snr=snr_db, delay=delay_s)
                 return s if local is None else gr.skip()
 
+            def on_fusion(name, s, request: gr.Request):
+                s = ensure(s, request) if local is None else local
+                try:
+                    app.set_fusion(getattr(request, "session_hash", None), s, name)
+                except ValueError as e:
+                    gr.Warning(f"Fusion model not changed: {e}")
+                return s if local is None else gr.skip()
+
             def on_apply(w, h, s, request: gr.Request):
                 s = ensure(s, request) if local is None else local
                 try:
@@ -242,6 +259,7 @@ def build_demo(app: App | None = None, local_devices: bool = False, analyser: Wi
             restart.click(on_apply, [win, hop, session], [session, settings_note] + live.components, show_progress="hidden")
             for c in (faults, snr, delay):
                 c.change(on_faults, [faults, snr, delay, session], [session], show_progress="hidden")
+            fusion.change(on_fusion, [fusion, session], [session], show_progress="hidden", api_name="set_fusion")
             export_btn.click(on_export, [session], [export_files], show_progress="hidden")
 
         # ------------------------------------------------------------ replay
@@ -364,6 +382,12 @@ def main(argv=None) -> None:
         default=os.environ.get("SENTIMENT_DEVICE", "cpu"),
         help="where the fusion and the recogniser run: cpu, cuda (an error without a GPU) or auto",
     )
+    ap.add_argument(
+        "--fusion",
+        choices=list(FUSIONS),
+        default=DEFAULT_FUSION,
+        help="the fusion model new sessions start with (default lnln); the page offers every shipped one",
+    )
     ap.add_argument("--no-engine", action="store_true", help="each session calls the model itself (no batching)")
     ap.add_argument(
         "--serve",
@@ -395,6 +419,7 @@ def main(argv=None) -> None:
         address=args.address,
         max_sessions=args.max_sessions,
         idle_timeout_s=args.idle_timeout,
+        fusion=args.fusion,
     )
     demo = build_demo(app, local_devices=args.local_devices)
     launch(demo, args.host, args.port)

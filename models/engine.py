@@ -16,6 +16,10 @@ Each result equals the one the model gives the same input alone, within float ro
 (``tests/test_engine.py``); a request that fails raises in its own session only. Anything
 else (``audio_features``, ``face_sequence``, ``prior``, ``text_read`` ...) goes straight
 to the model. The batch sizes run are counted in ``stats()``.
+
+Fusion models chosen at run time (``models.fusion.FUSIONS``): a client's ``set_fusion(name)``
+sends its windows to that model's own batcher (``predict_for``), made on first use over
+``SentimentModel.with_fusion(name)``, which shares the encoders and their sessions.
 """
 
 from __future__ import annotations
@@ -33,11 +37,20 @@ class InferenceEngine:
         self.predict = Batcher(self._predict, name="engine-fusion", **kw)
         self.faces = Batcher(self._faces, name="engine-faces", **kw)
         self.texts = Batcher(self._texts, name="engine-text", **kw)
+        self._kw = kw
+        self._predictors = {getattr(model, "fusion_name", "lnln"): self.predict}
         #: other batchers the app hangs on the engine (the shared recogniser), counted and closed with it
         self.extra: list[Batcher] = []
 
     def _predict(self, windows: list[WindowFeatures]):
         return self.model.predict_many(windows)
+
+    def predict_for(self, name: str) -> Batcher:
+        """The batcher of fusion ``name``'s windows (ValueError for one not shipped)."""
+        if name not in self._predictors:
+            variant = self.model.with_fusion(name)
+            self._predictors[name] = Batcher(variant.predict_many, name=f"engine-fusion-{name}", **self._kw)
+        return self._predictors[name]
 
     def _faces(self, crops: list[np.ndarray]):
         return faces_in_one_pass(self.model, crops)
@@ -47,14 +60,17 @@ class InferenceEngine:
 
     def client(self) -> EngineClient:
         """A session's view of the model, batched through this engine."""
-        return EngineClient(self.model, self.predict, self.faces, self.texts)
+        return EngineClient(self.model, self.predict, self.faces, self.texts, self.predict_for)
 
     def stats(self) -> dict[str, dict[int, int]]:
         """Batch size -> batches run, per batcher."""
-        return {b.name: dict(sorted(b.sizes.items())) for b in (self.predict, self.faces, self.texts, *self.extra)}
+        return {b.name: dict(sorted(b.sizes.items())) for b in self._batchers()}
+
+    def _batchers(self) -> list[Batcher]:
+        return [*self._predictors.values(), self.faces, self.texts, *self.extra]
 
     def close(self) -> None:
-        for b in (self.predict, self.faces, self.texts, *self.extra):
+        for b in self._batchers():
             b.close()
 
 
@@ -68,14 +84,28 @@ def faces_in_one_pass(model, crops: list[np.ndarray]) -> list[np.ndarray]:
 class EngineClient:
     """Duck-types ``SentimentModel`` for one session (see the module docstring): ``predict``,
     ``face_frames`` and ``text_features`` go to the callables given (the engine's batchers,
-    or a Ray Serve deployment's handle, ``models.serve_ray.ray_client``); the rest to ``model``."""
+    or a Ray Serve deployment's handle, ``models.serve_ray.ray_client``); the rest to ``model``.
+    ``predict_for(name)`` gives the predict callable of fusion ``name`` (``set_fusion``);
+    without it only the model's own fusion is served."""
 
-    def __init__(self, model, predict, faces, texts) -> None:
+    def __init__(self, model, predict, faces, texts, predict_for=None) -> None:
         self.model = model
         self._predict, self._faces, self._texts = predict, faces, texts
+        self._predict_for = predict_for
+        self.fusion_name = getattr(model, "fusion_name", "lnln")
 
     def __getattr__(self, name):  # everything not batched: the shared model itself
         return getattr(self.model, name)
+
+    def set_fusion(self, name: str) -> None:
+        """This session's windows go to fusion ``name`` from now on; ValueError for one not
+        shipped, or one this serving path does not have (nothing changes then)."""
+        if name == self.fusion_name:
+            return
+        if self._predict_for is None:
+            raise ValueError(f"this server runs the {self.fusion_name} fusion only")
+        self._predict = self._predict_for(name)
+        self.fusion_name = name
 
     def predict(self, window: WindowFeatures):
         return self._predict(window)

@@ -21,6 +21,7 @@ the loaded torch stack's: weights, calibration and in-domain stats alike).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import threading
@@ -36,6 +37,7 @@ from models.agreement import combine
 from models.encoders.audio import AudioEncoder, AudioEncoderConfig
 from models.encoders.face import FRAME_FLIP, FaceEncoder, FaceEncoderConfig, encode_faces, prepare
 from models.encoders.text import TextEncoder, TextEncoderConfig
+from models.fusion import DEFAULT_FUSION, FUSIONS, fusion_spec
 from models.fusion.lnln import LNLN, LNLNConfig
 from models.paths import assets_dir
 from models.providers import onnx_providers
@@ -53,7 +55,8 @@ from models.types import (
 )
 from models.unimodal import EMOTION_NAMES, StackGraph, StackOutput, UnimodalStack, stack_batch, stack_fingerprint
 
-#: The shipped models: file stem in assets/weights -> (model class, config class).
+#: The shipped models: file stem in assets/weights -> (model class, config class); the
+#: other fusion models (``models.fusion.FUSIONS``) ship beside them when trained.
 SHIPPED = {
     "text_encoder": (TextEncoder, TextEncoderConfig),
     "audio_encoder": (AudioEncoder, AudioEncoderConfig),
@@ -65,6 +68,17 @@ log = logging.getLogger(__name__)
 
 #: distinct transcripts whose text features ``SentimentModel`` keeps
 TEXT_CACHE = 256
+
+
+def _load_fusion(assets: Path, spec) -> torch.nn.Module:
+    """The fusion model ``spec`` (``models.fusion.FusionSpec``) from assets/weights."""
+    path = assets / "weights" / f"{spec.stem}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: the {spec.title} fusion is not shipped here (train it: python -m models.training.train "
+            f"--stages fusion,select,package --set fusion_model={spec.name}, then python -m models.training.export)"
+        )
+    return checkpoint.load(path, spec.model, spec.config)[0]
 
 
 def _onnx_session(path: Path | None, threads: int, device: str):
@@ -90,24 +104,37 @@ class SentimentModel:
     def __init__(
         self,
         stack: UnimodalStack,
-        fusion: LNLN,
+        fusion: torch.nn.Module,
         runtime: dict,
         onnx_path: Path | None = None,
         threads: int = 1,
         device: str = "cpu",
+        fusion_name: str = DEFAULT_FUSION,
     ):
+        """``fusion``: any of ``models.fusion.FUSIONS`` (``fusion_name``); its calibration is
+        runtime.json's ``fusions[fusion_name]``, else (LNLN, earlier files) the top level.
+        ``onnx_path``: the fusion's ONNX file; stack.onnx and face_encoder.onnx are looked
+        for beside it."""
         self.stack = stack.eval()
         self.fusion = fusion.eval()
+        self.fusion_name = fusion_name
         self.cfg = runtime
-        self.fusion_temperature = float(runtime.get("fusion_temperature", 1.0))
-        self.conflict_gain = float(runtime.get("conflict_gain", 0.0))
+        self.assets: Path | None = None  # where load() read from (``with_fusion`` reads there)
+        self._use_onnx = onnx_path is not None
+        self._variants: dict[str, SentimentModel] = {fusion_name: self}
+        own = runtime.get("fusions", {}).get(fusion_name)
+        if own is None and fusion_name != DEFAULT_FUSION:
+            raise ValueError(f"runtime.json has no calibration for the {fusion_name} fusion (under 'fusions')")
+        own = own or runtime
+        self.fusion_temperature = float(own.get("fusion_temperature", 1.0))
+        self.conflict_gain = float(own.get("conflict_gain", 0.0))
         self.prior_probs = np.asarray(runtime["prior_probs"], np.float64)
         self.prior_score = float(runtime["prior_score"])
         if not is_coherent(self.prior_score, self.prior_probs):
             raise ValueError(f"runtime.json: prior score {self.prior_score} and probabilities {self.prior_probs} disagree")
         # modalities whose own encoder beat the fusion on validation windows where it was the
         # only one present (``models.training.train``'s select stage); then it gives the result alone
-        self.single_fallback = [MODALITIES.index(Modality(m)) for m in runtime.get("single_modality_fallback", [])]
+        self.single_fallback = [MODALITIES.index(Modality(m)) for m in own.get("single_modality_fallback", [])]
         self.threads = threads
         self.device = device
         self._session = _onnx_session(onnx_path, threads, device)
@@ -126,10 +153,18 @@ class SentimentModel:
     # ------------------------------------------------------------ loading
     @classmethod
     def load(
-        cls, assets: str | Path | None = None, use_onnx: bool = True, threads: int = 1, device: str = "cpu"
+        cls,
+        assets: str | Path | None = None,
+        use_onnx: bool = True,
+        threads: int = 1,
+        device: str = "cpu",
+        fusion: str = DEFAULT_FUSION,
     ) -> SentimentModel:
         """The shipped model. ``device``: where the ONNX fusion runs, "cpu", "cuda" (an error
-        when onnxruntime has no CUDA provider) or "auto" (CUDA when present, else CPU, logged)."""
+        when onnxruntime has no CUDA provider) or "auto" (CUDA when present, else CPU, logged).
+        ``fusion``: lnln (default), dashfusion or hme (``models.fusion.FUSIONS``); an error
+        naming the file when that model was not shipped."""
+        spec = fusion_spec(fusion)
         a = assets_dir(assets)
         runtime = json.loads((a / "runtime.json").read_text())
         if "unimodal_spread" not in runtime or not (a / "weights" / "domain.safetensors").is_file():
@@ -137,14 +172,56 @@ class SentimentModel:
                 f"{a} was written before the in-domain scores and the spread output: retrain "
                 "(python -m models.training.train) and run python -m models.training.export"
             )
-        m = {name: checkpoint.load(a / "weights" / f"{name}.safetensors", *c)[0] for name, c in SHIPPED.items()}
+        m = {
+            name: checkpoint.load(a / "weights" / f"{name}.safetensors", *c)[0] for name, c in SHIPPED.items() if name != "fusion"
+        }
         stack = UnimodalStack(m["text_encoder"], m["audio_encoder"], m["face_encoder"])
         stack.temperature.copy_(torch.tensor(runtime["unimodal_temperature"]))
         stack.class_scores.copy_(torch.tensor(runtime["class_scores"]))
         stack.spread.copy_(torch.tensor(runtime["unimodal_spread"]))
         stack.load_domain(domain.load(a / "weights" / "domain.safetensors"))
-        onnx = a / "onnx" / "fusion.onnx" if use_onnx else None
-        return cls(stack, m["fusion"], runtime, onnx, threads, device)
+        module = _load_fusion(a, spec)
+        onnx = a / "onnx" / f"{spec.stem}.onnx" if use_onnx else None
+        model = cls(stack, module, runtime, onnx, threads, device, fusion_name=spec.name)
+        model.assets = a
+        return model
+
+    def with_fusion(self, name: str) -> SentimentModel:
+        """This model with fusion ``name`` instead (``models.fusion.FUSIONS``), sharing the
+        stack, its onnxruntime sessions, the extractors and the text cache; made once per name
+        and kept. Only for a model made by ``load``."""
+        if name in self._variants:
+            return self._variants[name]
+        if self.assets is None:
+            raise ValueError("with_fusion needs a model made by SentimentModel.load")
+        spec = fusion_spec(name)
+        other = copy.copy(self)
+        other.fusion = _load_fusion(self.assets, spec).eval()
+        other.fusion_name = spec.name
+        own = self.cfg.get("fusions", {}).get(spec.name)
+        if own is None:
+            raise ValueError(f"{self.assets / 'runtime.json'} has no calibration for the {spec.name} fusion")
+        other.fusion_temperature = float(own.get("fusion_temperature", 1.0))
+        other.conflict_gain = float(own.get("conflict_gain", 0.0))
+        other.single_fallback = [MODALITIES.index(Modality(m)) for m in own.get("single_modality_fallback", [])]
+        path = self.assets / "onnx" / f"{spec.stem}.onnx" if self._use_onnx else None
+        other._session = _onnx_session(path, self.threads, self.device)
+        other.providers = [] if other._session is None else other._session.get_providers()
+        other._lock = threading.Lock()
+        self._variants[spec.name] = other
+        return other
+
+    @property
+    def fusions_available(self) -> list[str]:
+        """The fusion models whose weights and calibration ship beside this model's."""
+        if self.assets is None:
+            return [self.fusion_name]
+        listed = self.cfg.get("fusions", {})
+        return [
+            n
+            for n, spec in FUSIONS.items()
+            if (n == DEFAULT_FUSION or n in listed) and (self.assets / "weights" / f"{spec.stem}.safetensors").is_file()
+        ]
 
     def _stack_onnx(self, path: Path):
         """The onnxruntime session of ``stack.onnx`` when it was exported from this very stack

@@ -44,10 +44,10 @@ ASR_BATCH, ASR_WAIT_S = 8, 0.01
     max_ongoing_requests=64,
 )
 class Models:
-    def __init__(self, assets: str | None = None, device: str = "cpu") -> None:
+    def __init__(self, assets: str | None = None, device: str = "cpu", fusion: str = "lnln") -> None:
         from models.runtime import SentimentModel
 
-        self.model = SentimentModel.load(assets, device=device)
+        self.model = SentimentModel.load(assets, device=device, fusion=fusion)
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=WAIT_S)
     async def predict(self, windows: list[WindowFeatures]):
@@ -96,18 +96,18 @@ def ray_decoder(handle):
     return lambda request: handle.decode.remote(request).result()
 
 
-def application(assets: str | None = None, device: str = "cpu", gpus: float = 0.0):
+def application(assets: str | None = None, device: str = "cpu", gpus: float = 0.0, fusion: str = "lnln"):
     """The bound deployment; ``gpus``: the fraction of a GPU each replica takes."""
     opts = {"num_gpus": gpus} if gpus else {}
-    return Models.options(ray_actor_options=opts).bind(assets, device)
+    return Models.options(ray_actor_options=opts).bind(assets, device, fusion)
 
 
-def start(address: str | None = None, num_cpus: int | None = None, device: str = "cpu", gpus: float = 0.0):
+def start(address: str | None = None, num_cpus: int | None = None, device: str = "cpu", gpus: float = 0.0, fusion: str = "lnln"):
     """Joins the Ray cluster at ``address`` (None: starts a local one), deploys ``Models``
     and returns its handle."""
     if not ray.is_initialized():
         ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
-    return serve.run(application(device=device, gpus=gpus), name=APP_NAME, route_prefix=None)
+    return serve.run(application(device=device, gpus=gpus, fusion=fusion), name=APP_NAME, route_prefix=None)
 
 
 def stop() -> None:

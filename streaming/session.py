@@ -124,6 +124,22 @@ class LiveSession:
             self._thread = threading.Thread(target=self._run, name="live-session", daemon=True)
             self._thread.start()
 
+    @property
+    def fusion_name(self) -> str:
+        """The fusion model this session's windows go to (``models.fusion.FUSIONS``)."""
+        return getattr(self.model, "fusion_name", "lnln")
+
+    def set_fusion(self, name: str) -> None:
+        """The next windows are fused by ``name`` (lnln, dashfusion or hme); the windows so far
+        keep theirs. ValueError (nothing changed) for a model that is not shipped."""
+        with self._work:
+            if hasattr(self.model, "set_fusion"):  # an engine's client: its batcher for that model
+                self.model.set_fusion(name)
+            else:
+                self.model = self.model.with_fusion(name)
+                if self.pipeline is not None:
+                    self.pipeline.model = self.model
+
     def configure(self, window_s: float, hop_s: float) -> None:
         """New window and hop lengths, taking effect now: the current pipeline closes, its
         windows are cleared, and a fresh one starts on the same clock, inputs and faults.

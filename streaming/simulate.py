@@ -2,7 +2,7 @@
 faults and writes one JSON object per window.
 
     python -m streaming.simulate INPUT --faults "vision:drop@2-5,audio:noise:snr=0@4-8,text:outage@6-9" \\
-        --out OUT.jsonl [--plot OUT.png] [--realtime] [--window 3 --hop 1]
+        --out OUT.jsonl [--plot OUT.png] [--realtime] [--window 3 --hop 1] [--fusion lnln|dashfusion|hme]
 
 INPUT is a video with sound (mp4, webm, mkv, avi) or an audio file (wav, flac, mp3, ogg;
 vision then reads as DROPPED). Each line of OUT.jsonl: t_start, t_end, score (-3..3), label,
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.fusion import DEFAULT_FUSION, FUSIONS
 from streaming.faults import FaultInjector, parse_spec
 from streaming.pipeline import Pipeline, PipelineConfig
 from streaming.types import WindowResult
@@ -35,12 +36,14 @@ def build_pipeline(
     model=None,
     asr=None,
     threads: int = 1,
+    fusion: str = "lnln",
 ):
-    """A pipeline with the shipped model, the shipped recogniser and the given faults."""
+    """A pipeline with the shipped model (fusion ``fusion``), the shipped recogniser and the
+    given faults."""
     from models.runtime import SentimentModel
     from streaming.asr import StreamingASR
 
-    model = model or SentimentModel.load(threads=threads)
+    model = model or SentimentModel.load(threads=threads, fusion=fusion)
     if asr is None and asr_mode != "off":
         asr = StreamingASR(threads=threads)
     faults = FaultInjector(parse_spec(faults_spec), seed=seed)
@@ -98,6 +101,7 @@ def main(argv=None) -> int:
     ap.add_argument("--hop", type=float, default=1.0, help="hop between windows, s")
     ap.add_argument("--no-asr", action="store_true", help="no speech recognition (text absent)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fusion", choices=list(FUSIONS), default=DEFAULT_FUSION, help="the fusion model (default lnln)")
     args = ap.parse_args(argv)
 
     try:
@@ -106,7 +110,10 @@ def main(argv=None) -> int:
         ap.error(str(e))
     if not Path(args.input).is_file():
         ap.error(f"no such file: {args.input}")
-    pipe = build_pipeline(args.faults, args.window, args.hop, "off" if args.no_asr else "sync", args.seed)
+    try:
+        pipe = build_pipeline(args.faults, args.window, args.hop, "off" if args.no_asr else "sync", args.seed, fusion=args.fusion)
+    except FileNotFoundError as e:  # that fusion is not shipped
+        ap.error(str(e))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

@@ -132,7 +132,8 @@ def test_bad_features_are_refused():
 
 def test_onnx_equals_torch():
     from models import checkpoint
-    from models.fusion.lnln import LNLN, LNLNConfig, LNLNInference
+    from models.fusion.base import FusionInference
+    from models.fusion.lnln import LNLN, LNLNConfig
     from models.training.export import max_difference, random_fusion_inputs
 
     path = assets_dir() / "onnx" / "fusion.onnx"
@@ -140,7 +141,7 @@ def test_onnx_equals_torch():
     fusion, _ = checkpoint.load(assets_dir() / "weights" / "fusion.safetensors", LNLN, LNLNConfig)
     rng = np.random.default_rng(5)
     feeds = [random_fusion_inputs(b, lt, la, lv, rng) for b, lt, la, lv in ((1, 20, 75, 15), (4, 3, 150, 1), (1, 1, 1, 1))]
-    assert max_difference(LNLNInference(fusion).eval(), path, feeds) < 1e-4
+    assert max_difference(FusionInference(fusion).eval(), path, feeds) < 1e-4
 
 
 def test_onnx_runtime_backend_matches_torch_backend(window):
@@ -164,7 +165,8 @@ def test_onnx_runtime_backend_matches_torch_backend(window):
 
 def test_export_round_trip(tmp_path):
     """The exporter itself, on a freshly initialised model: dynamic lengths, missing data."""
-    from models.fusion.lnln import LNLN, LNLNInference
+    from models.fusion.base import FusionInference
+    from models.fusion.lnln import LNLN
     from models.training.export import export_fusion, max_difference, random_fusion_inputs
 
     torch.manual_seed(0)
@@ -173,7 +175,7 @@ def test_export_round_trip(tmp_path):
     rng = np.random.default_rng(2)
     feeds = [random_fusion_inputs(b, lt, la, lv, rng) for b, lt, la, lv in ((2, 9, 30, 6), (1, 40, 3, 20))]
     feeds[1]["present"][:] = False
-    assert max_difference(LNLNInference(m).eval(), tmp_path / "f.onnx", feeds) < 1e-4
+    assert max_difference(FusionInference(m).eval(), tmp_path / "f.onnx", feeds) < 1e-4
 
 
 def test_stack_onnx_equals_torch_and_runs_in_the_runtime(window):

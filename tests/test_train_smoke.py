@@ -87,8 +87,39 @@ def test_train_export_evaluate_tiny(tmp_path, monkeypatch):
     changed = {k for k in before if not np.array_equal(before[k].numpy(), after[k].numpy())}
     assert changed <= {"head.1.weight", "head.1.bias"}
 
+    # the other two fusion models: the same command, their own weights and calibration
+    for name in ("dashfusion", "hme"):
+        train.main(
+            ["--cache", str(cache), "--assets", str(assets), "--stages", "fusion,select", "--epochs-scale", "0.05"]
+            + ["--set", f"fusion_model={name}"]
+        )
+    train.main(["--cache", str(cache), "--assets", str(assets), "--stages", "package"])
+    runtime = json.loads((assets / "runtime.json").read_text())
+    assert set(runtime["fusions"]) == {"lnln", "dashfusion", "hme"}
+    assert runtime["fusion_temperature"] == runtime["fusions"]["lnln"]["fusion_temperature"]
+    timings = json.loads((cache / "run" / "timings.json").read_text())
+    assert {"fusion", "fusion:dashfusion", "fusion:hme"} <= set(timings)
+
     export.main(["--assets", str(assets)])
-    assert (assets / "onnx" / "fusion.onnx").is_file()
+    for stem in ("fusion", "fusion_dashfusion", "fusion_hme"):
+        assert (assets / "onnx" / f"{stem}.onnx").is_file()
+    from models.runtime import SentimentModel
+
+    base = SentimentModel.load(assets)
+    assert base.fusions_available == ["lnln", "dashfusion", "hme"]
+    from models.training import compare
+
+    compare.main(
+        ["--cache", str(cache), "--assets", str(assets), "--out", str(docs / "fusion-comparison")]
+        + ["--sections", "text,protocol,composed,speed"]
+    )
+    cmp = json.loads((docs / "fusion-comparison.json").read_text())
+    assert cmp["models"] == ["lnln", "dashfusion", "hme"] and set(cmp["floors"]) == set(cmp["models"])
+    for name in cmp["models"]:
+        assert set(cmp["composed"][name]["subsets"]) == {"T+A+V", "T+A", "T+V", "T", "A+V", "A", "V"}
+        assert cmp["speed"][name]["batch1"]["p50_ms"] > 0 and cmp["sizes"][name]["parameters"] > 0
+    md = (docs / "fusion-comparison.md").read_text()
+    assert "DashFusion" in md and "HME" in md and "late fusion" in md
 
     evaluate.main(["--cache", str(cache), "--assets", str(assets), "--docs", str(docs), "--no-live-faces"])
     report = json.loads((docs / "evaluation.json").read_text())

@@ -46,13 +46,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from models.layers import Block, MultiHeadAttention
-from models.ordinal import MIN_SPREAD, bounded_score, ordinal_logits, spread_from_raw
+from models.fusion.base import (
+    EVIDENCE_DIM,
+    EVIDENCE_DIMS,
+    CrossUpdate,
+    FusionInference,
+    ModalityEncoder,
+    ordinal_outputs,
+    pool_audio,
+    split_evidence,
+)
+from models.layers import Block
+from models.ordinal import MIN_SPREAD
 from models.types import AUDIO_STATE_DIM, TEXT_DIM, VISION_DIM
 
-EVIDENCE_DIMS = {"text": 5, "audio": 13, "vision": 11}
-EVIDENCE_DIM = sum(EVIDENCE_DIMS.values())
+__all__ = ["EVIDENCE_DIM", "EVIDENCE_DIMS", "LNLN", "LNLNConfig", "FusionInference", "upgrade_state_dict"]
 
 
 @dataclass
@@ -89,31 +99,6 @@ class GradReverse(torch.autograd.Function):
         return -ctx.scale * grad, None
 
 
-class ModalityEncoder(nn.Module):
-    """Features of one modality -> ``n_tokens`` representative tokens."""
-
-    def __init__(self, in_dim: int, evidence_dim: int, cfg: LNLNConfig):
-        super().__init__()
-        self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, cfg.dim))
-        self.tokens = nn.Parameter(torch.randn(1, cfg.n_tokens, cfg.dim) * 0.02)
-        self.evidence = nn.Linear(evidence_dim, cfg.dim)
-        self.presence = nn.Embedding(2, cfg.dim)
-        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.ffn, cfg.dropout) for _ in range(cfg.encoder_layers))
-        self.norm = nn.LayerNorm(cfg.dim)
-        self.n = cfg.n_tokens
-
-    def forward(self, x, valid, evidence, present):
-        b = x.shape[0]
-        valid = valid & present.unsqueeze(1)
-        cond = self.evidence(evidence) + self.presence(present.long())
-        tok = self.tokens.expand(b, -1, -1) + cond.unsqueeze(1)
-        h = torch.cat([tok, self.proj(x) * valid.unsqueeze(-1).to(x.dtype)], dim=1)
-        mask = torch.cat([torch.ones(b, self.n, dtype=torch.bool, device=x.device), valid], dim=1)
-        for blk in self.blocks:
-            h = blk(h, mask)
-        return self.norm(h[:, : self.n])
-
-
 class TokenTransformer(nn.Module):
     """Learned query tokens prepended to a token sequence; returns the queries' outputs."""
 
@@ -129,19 +114,6 @@ class TokenTransformer(nn.Module):
         for blk in self.blocks:
             h = blk(h)
         return self.norm(h[:, : self.n])
-
-
-class CrossUpdate(nn.Module):
-    """Queries attend to a context; returns the attention output alone (no residual)."""
-
-    def __init__(self, cfg: LNLNConfig):
-        super().__init__()
-        self.norm_q = nn.LayerNorm(cfg.dim)
-        self.norm_kv = nn.LayerNorm(cfg.dim)
-        self.attn = MultiHeadAttention(cfg.dim, cfg.heads, cfg.dropout)
-
-    def forward(self, q, kv):
-        return self.attn(self.norm_q(q), self.norm_kv(kv))
 
 
 class LNLN(nn.Module):
@@ -173,22 +145,11 @@ class LNLN(nn.Module):
 
     def pool_audio(self, audio, audio_valid):
         """Masked average of audio states in groups of ``audio_pool`` steps."""
-        k = self.cfg.audio_pool
-        if k <= 1:
-            return audio, audio_valid
-        b, n, d = audio.shape
-        pad = (-n) % k
-        w = audio_valid.to(audio.dtype)
-        audio = torch.nn.functional.pad(audio * w.unsqueeze(-1), (0, 0, 0, pad))
-        w = torch.nn.functional.pad(w, (0, pad))
-        total = audio.reshape(b, -1, k, d).sum(2)
-        count = w.reshape(b, -1, k).sum(2)
-        return total / count.clamp_min(1.0).unsqueeze(-1), count > 0
+        return pool_audio(audio, audio_valid, self.cfg.audio_pool)
 
     def encode(self, text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present):
-        e = EVIDENCE_DIMS
         audio, audio_valid = self.pool_audio(audio, audio_valid)
-        ev_t, ev_a, ev_v = torch.split(evidence, [e["text"], e["audio"], e["vision"]], dim=1)
+        ev_t, ev_a, ev_v = split_evidence(evidence)
         h_t = self.enc_t(text, text_valid, ev_t, present[:, 0])
         h_a = self.enc_a(audio, audio_valid, ev_a, present[:, 1])
         h_v = self.enc_v(vision, vision_valid, ev_v, present[:, 2])
@@ -205,10 +166,7 @@ class LNLN(nn.Module):
 
     def ordinal(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """The ordinal head on pooled representations z [B, dim]: score, spread, logits."""
-        raw = self.head(z)
-        score = bounded_score(raw[:, 0])
-        spread = spread_from_raw(raw[:, 1])
-        return {"score": score, "spread": spread, "logits": ordinal_logits(score, spread)}
+        return ordinal_outputs(self.head, z)
 
     def trunk(self, text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present):
         """Everything before the head: z [B, dim], completeness and the token representations."""
@@ -248,6 +206,33 @@ class LNLN(nn.Module):
     def reconstruct(self, m: int, tokens: torch.Tensor) -> torch.Tensor:
         return self.recon[m](tokens)
 
+    def auxiliary_loss(self, out, clean, y, cls, text_rate, present) -> torch.Tensor:
+        """LNLN's own losses (``models.fusion.base``): completeness towards 1 - the text's
+        drop rate, the adversarial effectiveness discriminator, and reconstruction of each
+        present modality's tokens from incomplete input towards those from the complete
+        input (``clean``, encoded without gradient)."""
+        c = self.cfg
+        n = out["score"].shape[0]
+        with torch.no_grad():
+            ref = self.encode(*clean)
+        completeness = F.mse_loss(out["completeness"], 1.0 - text_rate)
+        real = self.discriminate(ref[0])
+        fake = self.discriminate(out["h_d"], reverse=1.0)
+        ones, zeros = torch.ones(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
+        adversarial = F.cross_entropy(real, ones) + F.cross_entropy(fake, zeros)
+        pres = present.float()
+        recon = 0.0
+        for m, key in enumerate(("h_t", "h_a", "h_v")):
+            err = ((self.reconstruct(m, out[key]) - ref[m]) ** 2).mean((1, 2))
+            recon = recon + (err * pres[:, m]).sum() / pres[:, m].sum().clamp_min(1)
+        return c.w_completeness * completeness + c.w_adversarial * adversarial + c.w_reconstruction * recon
+
+    def after_step(self, clean) -> None:
+        """Nothing to do after an optimiser step (see ``models.fusion.base``)."""
+
+    def finish_training(self, batches) -> None:
+        """Nothing to do once trained (see ``models.fusion.base``)."""
+
 
 def upgrade_state_dict(sd: dict[str, torch.Tensor], init_spread: float = 0.3) -> dict[str, torch.Tensor]:
     """A state dict of the earlier LNLN (separate ``score_head`` and ``class_head``) for this
@@ -269,16 +254,3 @@ def _old(sd, key):
     if key not in sd:
         raise KeyError(f"not an LNLN state dict: {key} missing")
     return sd[key]
-
-
-class LNLNInference(nn.Module):
-    """The deployable part: the same weights, returning score [B], logits [B, 3],
-    completeness [B] and spread [B] only (what ``models.training.export`` writes to ONNX)."""
-
-    def __init__(self, model: LNLN):
-        super().__init__()
-        self.model = model
-
-    def forward(self, text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present):
-        out = self.model(text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present)
-        return out["score"], out["logits"], out["completeness"], out["spread"]

@@ -39,7 +39,8 @@ class TrainConfig:
     face_bf16: bool = True  # bfloat16 autocast where the hardware has it (see bf16_autocast)
     face_swa_epochs: int = 4  # stochastic weight averaging after the one-cycle schedule
     face_swa_lr: float = 0.01
-    # fusion
+    # fusion: which model the fusion, fusion_head and select stages train (``models.fusion.FUSIONS``)
+    fusion_model: str = "lnln"
     fusion_epochs: int = 3  # a 6-epoch run was best on validation after epoch 3
     fusion_batch: int = 64
     fusion_lr: float = 3e-4

@@ -1,6 +1,7 @@
 """Export the models the runtime runs to ONNX: ``python -m models.training.export``.
 
-- ``fusion.onnx``: the LNLN fusion;
+- ``fusion.onnx``, ``fusion_dashfusion.onnx``, ``fusion_hme.onnx``: the fusion models
+  (``models.fusion.FUSIONS``; each one whose weights are in assets/weights);
 - ``stack.onnx``: the unimodal stack (``models.unimodal.StackGraph``: the text and audio
   encoders, each modality's own estimate, the in-domain scores, with the calibration of
   runtime.json and the in-domain stats baked in; it carries a fingerprint of them, and the
@@ -31,13 +32,9 @@ import torch
 from models import checkpoint
 from models.encoders.audio import AudioEncoder, AudioEncoderConfig
 from models.encoders.face import INPUT, FaceEncoder, FaceEncoderConfig
-from models.fusion.lnln import (
-    EVIDENCE_DIM,
-    EVIDENCE_DIMS,
-    LNLN,
-    LNLNConfig,
-    LNLNInference,
-)
+from models.fusion import FUSIONS
+from models.fusion.base import EVIDENCE_DIM, EVIDENCE_DIMS, FusionInference
+from models.fusion.lnln import LNLNConfig
 from models.paths import assets_dir
 from models.types import AUDIO_DIM, TEXT_DIM, VISION_DIM, FusionInputs
 from models.unimodal import STACK_INPUTS, STACK_OUTPUTS, StackGraph, UnimodalStack, stack_fingerprint
@@ -62,8 +59,9 @@ def random_fusion_inputs(
     )._asdict()
 
 
-def export_fusion(model: LNLN, path: Path) -> None:
-    wrapped = LNLNInference(model).eval()
+def export_fusion(model: torch.nn.Module, path: Path) -> None:
+    """Any of the fusion models (``models.fusion.FUSIONS``) to ONNX, batch and lengths dynamic."""
+    wrapped = FusionInference(model).eval()
     ex = random_fusion_inputs(2, 12, 40, 9, np.random.default_rng(0), model.cfg)
     args = tuple(torch.from_numpy(ex[k]) for k in FusionInputs._fields)
     b = torch.export.Dim("batch", min=1, max=1024)
@@ -175,7 +173,9 @@ def halve_storage(path: Path, min_size: int = 1024) -> tuple[int, int]:
     """Stores each float32 initializer of ``path`` whose values float16 holds exactly (the
     shipped weights are float16 safetensors) as float16, cast back to float32 inside the
     graph: the file halves, and onnxruntime folds the casts when the session is made, so what
-    runs and what comes out are unchanged. Returns (bytes before, bytes after)."""
+    runs and what comes out are unchanged. Also drops the exporter's per-node metadata (the
+    torch stack trace and module path of every node: a third of a small model's file),
+    never the model's own metadata (``stack_fingerprint``). Returns (bytes before, bytes after)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -194,6 +194,9 @@ def halve_storage(path: Path, min_size: int = 1024) -> tuple[int, int]:
         g.initializer.append(numpy_helper.from_array(a.astype(np.float16), name + "__f16"))
         casts.append(helper.make_node("Cast", [name + "__f16"], [name], to=TensorProto.FLOAT, name=name + "__cast"))
     nodes = casts + list(g.node)
+    for n in nodes:
+        del n.metadata_props[:]
+        n.doc_string = ""
     del g.node[:]
     g.node.extend(nodes)
     onnx.save(m, str(path))
@@ -267,9 +270,6 @@ def main(argv=None) -> None:
     failures = []
 
     if "fusion" in which:
-        fusion, _ = checkpoint.load(w / "fusion.safetensors", LNLN, LNLNConfig)
-        export_fusion(fusion, out / "fusion.onnx")
-        _halved(out / "fusion.onnx")
         feeds = [
             random_fusion_inputs(b, lt, la, lv, rng)
             for b, lt, la, lv in ((1, 1, 1, 1), (1, 20, 75, 15), (3, 33, 150, 30), (2, 5, 8, 3))
@@ -278,7 +278,15 @@ def main(argv=None) -> None:
         none["present"][:] = False
         none["evidence"][:] = 0
         feeds.append(none)
-        failures += _checked("fusion", LNLNInference(fusion).eval(), out / "fusion.onnx", feeds, args.atol)
+        for spec in FUSIONS.values():
+            if not (w / f"{spec.stem}.safetensors").is_file():
+                print(f"{spec.stem}.safetensors: not in {w}, {spec.name} not exported")
+                continue
+            fusion, _ = checkpoint.load(w / f"{spec.stem}.safetensors", spec.model, spec.config)
+            path = out / f"{spec.stem}.onnx"
+            export_fusion(fusion, path)
+            _halved(path)
+            failures += _checked(spec.name, FusionInference(fusion).eval(), path, feeds, args.atol)
 
     if "stack" in which:
         from models.runtime import SentimentModel

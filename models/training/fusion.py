@@ -1,15 +1,19 @@
-"""The fusion stages: LNLN on composed trimodal windows, its ordinal head, and the
-single-modality selection.
+"""The fusion stages: a fusion model (``TrainConfig.fusion_model``: lnln, dashfusion or hme,
+``models.fusion.FUSIONS``) on composed trimodal windows, LNLN's ordinal head, and the
+single-modality selection. The three models share everything here: data, composition,
+missing-data scheme, task loss, validation criterion and calibration; each adds its own
+losses (``auxiliary_loss``, ``models.fusion.base``).
 
 In: a run folder with the trained encoders, calibration, in-domain statistics and face
 views (``load_stack``), and composed windows (``models.training.composed``) with LNLN's
 missing-data scheme (``models.training.missing``); out:
-- <run>/fusion.safetensors (``train_fusion``): the epoch with the lowest validation
-  criterion, mean MAE + (1 - Acc-3) over fixed conditions (``valid_conditions``; a tie
-  keeps the earlier epoch), with the class temperature and conflict gain fitted on them;
+- <run>/<stem>.safetensors (``train_fusion``; stem ``fusion`` for LNLN,
+  ``fusion_dashfusion``, ``fusion_hme``): the epoch with the lowest validation criterion,
+  mean MAE + (1 - Acc-3) over fixed conditions (``valid_conditions``; a tie keeps the
+  earlier epoch), with the class temperature and conflict gain fitted on them;
 - the same file with only the ordinal head retrained on the frozen trunk
   (``train_fusion_head``, not run by default);
-- <run>/selection.json (``select``): the modalities whose own encoder beats the fusion
+- <run>/selection.json (LNLN) or selection_<name>.json (``select``): the modalities whose own encoder beats the fusion
   when it is the only one present (runtime.json's ``single_modality_fallback``).
 """
 
@@ -26,6 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models import checkpoint
+from models.fusion import fusion_spec
 from models.fusion.lnln import LNLN, LNLNConfig, upgrade_state_dict
 from models.training.best import BestWeights
 from models.training.composed import REALISTIC, TRAINING, ComposedData
@@ -58,17 +63,17 @@ def train_fusion(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     # validation: the unimodal stack is frozen, so its outputs are computed once
     vbatches = _fusion_valid_batches(cfg, stack, valid)
 
-    model = LNLN(LNLNConfig())
+    spec = fusion_spec(cfg.fusion_model)
+    model = spec.model(spec.config())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.fusion_lr, weight_decay=1e-4)
     n_train = len(train) if not cfg.limit else min(len(train), cfg.limit * 8)
     steps = cfg.fusion_epochs * math.ceil(n_train / cfg.fusion_batch)
     sched = one_cycle(opt, steps, cfg.fusion_lr, pct=0.1)
-    c = model.cfg
     best = BestWeights(lower_is_better=True)  # a tie keeps the earlier epoch
     for epoch in range(cfg.fusion_epochs):
         model.train()
         specs = train.compose(rng, rng.permutation(len(train))[:n_train], TRAINING)
-        bar = tqdm(range(0, len(specs), cfg.fusion_batch), desc=f"fusion epoch {epoch + 1}/{cfg.fusion_epochs}")
+        bar = tqdm(range(0, len(specs), cfg.fusion_batch), desc=f"{spec.name} epoch {epoch + 1}/{cfg.fusion_epochs}")
         for i in bar:
             sp = specs[i : i + cfg.fusion_batch]
             n = len(sp)
@@ -77,34 +82,38 @@ def train_fusion(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
             noisy_b, text_rate = train.batch(sp, rates, presence, rng, augment=True)
             s_clean, s_noisy = stack(clean_b), stack(noisy_b)
             out = model(*s_noisy.fusion)
-            with torch.no_grad():
-                ref = model.encode(*s_clean.fusion)
             y = torch.tensor([s.score for s in sp])
             cls = torch.tensor([s.cls for s in sp])
             task = F.smooth_l1_loss(out["score"], y) + F.cross_entropy(out["logits"], cls)
-            completeness = F.mse_loss(out["completeness"], 1.0 - torch.from_numpy(text_rate))
-            real = model.discriminate(ref[0])
-            fake = model.discriminate(out["h_d"], reverse=1.0)
-            adversarial = F.cross_entropy(real, torch.ones(n, dtype=torch.long)) + F.cross_entropy(
-                fake, torch.zeros(n, dtype=torch.long)
-            )
-            pres = s_noisy.present.float()
-            recon = 0.0
-            for m, key in enumerate(("h_t", "h_a", "h_v")):
-                err = ((model.reconstruct(m, out[key]) - ref[m]) ** 2).mean((1, 2))
-                recon = recon + (err * pres[:, m]).sum() / pres[:, m].sum().clamp_min(1)
-            loss = task + c.w_completeness * completeness + c.w_adversarial * adversarial + c.w_reconstruction * recon
+            extra = model.auxiliary_loss(out, s_clean.fusion, y, cls, torch.from_numpy(text_rate), s_noisy.present)
+            loss = task + extra
+            extra = extra.detach()
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            bar.set_postfix(task=f"{task.item():.3f}", adv=f"{adversarial.item():.3f}")
+            model.after_step(s_clean.fusion)
+            bar.set_postfix(task=f"{task.item():.3f}", extra=f"{extra.item():.3f}")
         score = _fusion_valid(model, vbatches)
-        print(f"  fusion valid: mean MAE + (1 - Acc-3) over conditions {score:.4f}")
+        print(f"  {spec.name} valid: mean MAE + (1 - Acc-3) over conditions {score:.4f}")
         best.update(score, model)
     best.restore(model)
-    _save_fusion(model, vbatches, run, best.score, head="ordinal")
+    model.finish_training(_clean_batches(train, cfg, stack, np.random.default_rng(cfg.seed + 7)))
+    score = _fusion_valid(model, vbatches)
+    if score != best.score:
+        print(f"  {spec.name} valid after finish_training: {score:.4f}")
+    _save_fusion(model, vbatches, run, score, head="ordinal", stem=spec.stem, fusion=spec.name)
+
+
+def _clean_batches(data: ComposedData, cfg: TrainConfig, stack: UnimodalStack, rng: np.random.Generator):
+    """Fusion inputs of shuffled training windows with every modality complete (lazy)."""
+    specs = data.compose(rng, rng.permutation(len(data)), TRAINING)
+    with torch.no_grad():
+        for i in range(0, len(specs), 256):
+            sp = specs[i : i + 256]
+            b, _ = data.batch(sp, np.zeros((len(sp), 3)), np.ones((len(sp), 3), bool), rng)
+            yield stack(b).fusion
 
 
 def _fusion_valid_batches(cfg: TrainConfig, stack: UnimodalStack, valid: ComposedData) -> list:
@@ -128,6 +137,8 @@ def train_fusion_head(cfg: TrainConfig, cache: Path, run: Path, data_root) -> No
     training windows, drawn with the same missing-data scheme as the fusion stage; loss
     smooth-L1 on the score + cross-entropy of the ordinal class logits; the best epoch on the
     validation conditions is kept and the class temperature refitted there."""
+    if cfg.fusion_model != "lnln":
+        raise ValueError("the fusion_head stage retrains LNLN's head only (fusion_model=lnln)")
     seed_all(cfg.seed + 8)
     rng = np.random.default_rng(cfg.seed + 8)
     stack = load_stack(run)
@@ -190,9 +201,9 @@ def train_fusion_head(cfg: TrainConfig, cache: Path, run: Path, data_root) -> No
     )
 
 
-def _save_fusion(model: LNLN, vbatches, run: Path, valid_score: float, **meta) -> None:
+def _save_fusion(model: torch.nn.Module, vbatches, run: Path, valid_score: float, stem: str = "fusion", **meta) -> None:
     """Fits the class temperature and the conflict gain (``models.agreement.fit``) on the
-    validation windows and writes <run>/fusion.safetensors."""
+    validation windows and writes <run>/<stem>.safetensors."""
     from models.agreement import fit as fit_agreement
 
     model.eval()
@@ -210,12 +221,12 @@ def _save_fusion(model: LNLN, vbatches, run: Path, valid_score: float, **meta) -
     temp, gain = fit_agreement(p["score"], p["spread"], p["est"], p["observed"], p["weight"], p["cls"])
     print(f"  fusion class temperature {temp:.3f}, conflict gain {gain:.2f}")
     checkpoint.save(
-        run / "fusion.safetensors", model, model.cfg, valid_score=valid_score, temperature=temp, conflict_gain=gain, **meta
+        run / f"{stem}.safetensors", model, model.cfg, valid_score=valid_score, temperature=temp, conflict_gain=gain, **meta
     )
 
 
 @torch.no_grad()
-def _fusion_valid(model: LNLN, vbatches) -> float:
+def _fusion_valid(model: torch.nn.Module, vbatches) -> float:
     model.eval()
     maes, accs = [], []
     for s, y, c in vbatches:
@@ -233,8 +244,9 @@ def select(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
     from models.runtime import SentimentModel
     from models.types import MODALITIES
 
+    spec = fusion_spec(cfg.fusion_model)
     stack = load_stack(run)
-    fusion, fmeta = checkpoint.load(run / "fusion.safetensors", LNLN, LNLNConfig)
+    fusion, fmeta = checkpoint.load(run / f"{spec.stem}.safetensors", spec.model, spec.config)
     calib = json.loads((run / "calibration.json").read_text())
     model = SentimentModel(
         stack, fusion, {**calib, "fusion_temperature": fmeta["temperature"], "conflict_gain": fmeta.get("conflict_gain", 0.0)}
@@ -269,5 +281,10 @@ def select(cfg: TrainConfig, cache: Path, run: Path, data_root) -> None:
         out["validation"][mod.value] = crit
         if crit["encoder"]["criterion"] < crit["fusion"]["criterion"]:
             out["single_modality_fallback"].append(mod.value)
-    (run / "selection.json").write_text(json.dumps(out, indent=2))
+    (run / selection_file(spec.name)).write_text(json.dumps(out, indent=2))
     print("  selection:", json.dumps(out))
+
+
+def selection_file(name: str) -> str:
+    """The select stage's output file for fusion ``name`` (LNLN keeps ``selection.json``)."""
+    return "selection.json" if name == "lnln" else f"selection_{name}.json"

@@ -18,16 +18,16 @@ import torch
 from models.types import AUDIO_FRAMES, VISION_FRAMES
 
 
-def benchmark_fusion(assets: Path, n: int = 500) -> dict:
+def benchmark_fusion(assets: Path, n: int = 500, stem: str = "fusion") -> dict:
     """Fusion forward pass in onnxruntime, batch 1, one thread, a typical 3 s window
     (20 word pieces, 75 audio states, 15 face frames: ``models.types``' window shape); also
     with what follows it per window: the agreement step (``models.agreement.combine``) and
-    the smoothing."""
+    the smoothing. ``stem``: which fusion (``models.fusion.FUSIONS[name].stem``)."""
     import onnxruntime as ort
 
     from models.training.export import random_fusion_inputs
 
-    path = assets / "onnx" / "fusion.onnx"
+    path = assets / "onnx" / f"{stem}.onnx"
     if not path.exists():
         return {"error": f"{path} missing: run python -m models.training.export"}
     opts = ort.SessionOptions()
@@ -76,3 +76,30 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def batched_throughput(assets: Path, stem: str = "fusion", batch: int = 256, threads: int = 2, seconds: float = 3.0) -> dict:
+    """Windows per second of the fusion ``stem`` in onnxruntime at ``batch`` windows a call
+    (typical 3 s windows, every modality present), on ``threads`` threads."""
+    import onnxruntime as ort
+
+    from models.training.export import random_fusion_inputs
+
+    path = assets / "onnx" / f"{stem}.onnx"
+    if not path.exists():
+        return {"error": f"{path} missing: run python -m models.training.export"}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = random_fusion_inputs(batch, 20, AUDIO_FRAMES // 2, VISION_FRAMES, np.random.default_rng(0))
+    feed["present"][:] = True
+    feed["text_valid"][:] = True
+    for _ in range(3):
+        sess.run(None, feed)
+    calls, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        sess.run(None, feed)
+        calls += 1
+    dt = time.perf_counter() - t0
+    return {"batch": batch, "threads": threads, "windows_per_s": round(calls * batch / dt), "machine": cpu_name()}

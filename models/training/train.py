@@ -11,7 +11,8 @@ order; the module that runs each in brackets):
   views      face-encoder outputs of jittered views of every FER-2013 image (for windows) [face]
   domain     in-domain statistics of each encoder's window summaries (``models.domain``) [calibrate]
   calibrate  temperatures of the unimodal encoders on validation data [calibrate]
-  fusion     LNLN on composed trimodal windows with LNLN's missing-data scheme [fusion]
+  fusion     the fusion model (``--set fusion_model=lnln|dashfusion|hme``, default lnln) on
+             composed trimodal windows with LNLN's missing-data scheme [fusion]
   fusion_head  (not by default) retrains only the fusion's ordinal head on a trained trunk
              (the trunk frozen; an earlier checkpoint's score/class heads are replaced;
              ``--set fusion_head_scope=top`` also retrains the cross block and output norm) [fusion]
@@ -132,8 +133,10 @@ def main(argv=None) -> None:
         t0 = time.time()
         print(f"== {stage}")
         STAGE_FUNCTIONS[stage](cfg, cache, run, data_root, assets_dir(args.assets))
-        timings[stage] = round(time.time() - t0, 1)
-        print(f"   {stage} took {timings[stage]:.0f} s")
+        # the fusion model's stages are timed under its name (LNLN keeps the plain keys)
+        key = f"{stage}:{cfg.fusion_model}" if stage in ("fusion", "select") and cfg.fusion_model != "lnln" else stage
+        timings[key] = round(time.time() - t0, 1)
+        print(f"   {stage} took {timings[key]:.0f} s")
     log = run / "timings.json"
     old = json.loads(log.read_text()) if log.exists() else {}
     old.update(timings)
