@@ -75,14 +75,14 @@ class ModalityEncoder(nn.Module):
         self.n = cfg.n_tokens
 
     def forward(self, x, valid, evidence, present):
-        b = x.shape[0]
         valid = valid & present.unsqueeze(1)
         cond = self.evidence(evidence) + self.presence(present.long())
-        tok = self.tokens.expand(b, -1, -1) + cond.unsqueeze(1)
+        tok = self.tokens + cond.unsqueeze(1)  # [B, n_tokens, dim] by broadcasting
         h = torch.cat([tok, self.proj(x) * valid.unsqueeze(-1).to(x.dtype)], dim=1)
-        mask = torch.cat([torch.ones(b, self.n, dtype=torch.bool, device=x.device), valid], dim=1)
+        # the tokens are always attended to (so no row is fully masked), then the valid steps
+        bias = F.pad(torch.where(valid, 0.0, float("-inf")).to(x.dtype)[:, None, None, :], (self.n, 0))
         for blk in self.blocks:
-            h = blk(h, mask)
+            h = blk(h, bias=bias)
         return self.norm(h[:, : self.n])
 
 
@@ -95,8 +95,8 @@ class CrossUpdate(nn.Module):
         self.norm_kv = nn.LayerNorm(cfg.dim)
         self.attn = MultiHeadAttention(cfg.dim, cfg.heads, cfg.dropout)
 
-    def forward(self, q, kv, key_valid=None):
-        return self.attn(self.norm_q(q), self.norm_kv(kv), key_valid)
+    def forward(self, q, kv, key_valid=None, bias=None):
+        return self.attn(self.norm_q(q), self.norm_kv(kv), key_valid, bias)
 
 
 class FusionInference(nn.Module):

@@ -21,7 +21,7 @@ The network (``DashFusionConfig``: width 64, 4 heads; about 0.4 M parameters):
    present in a window take part.
 4. **Hierarchical bottleneck fusion**: ``n_bottleneck`` bottleneck tokens start from the
    semantic summaries; in each of ``fusion_layers`` layers every present modality runs a
-   block over [its stream; the bottleneck], the bottleneck becomes the mean of the
+   block over [the bottleneck; its stream], the bottleneck becomes the mean of the
    present modalities' updates (an absent modality neither writes nor is read), and is
    then halved by averaging neighbouring tokens (8 -> 4 -> 2): information is squeezed
    through ever fewer tokens.
@@ -50,7 +50,7 @@ from models.fusion.base import (
     pool_audio,
     split_evidence,
 )
-from models.layers import Block, masked_mean
+from models.layers import Block, key_bias, masked_mean
 from models.types import AUDIO_STATE_DIM, TEXT_DIM, VISION_DIM
 
 
@@ -73,6 +73,11 @@ class DashFusionConfig:
     align_temperature: float = 0.5
     w_supervised: float = 0.1
     supervised_temperature: float = 0.1
+
+
+def _halving(n: int, dtype, device) -> torch.Tensor:
+    """[n // 2, n] matrix that averages tokens 2i and 2i + 1."""
+    return torch.eye(n // 2, dtype=dtype, device=device).repeat_interleave(2, dim=1) * 0.5
 
 
 class StepProjection(nn.Module):
@@ -132,27 +137,35 @@ class DashFusion(nn.Module):
         gates = torch.tanh(self.align_gate)
         for j, m in enumerate((1, 2)):
             seen = valids[m].any(1, keepdim=True).unsqueeze(-1).to(text.dtype)  # [B, 1, 1]
-            streams[0] = streams[0] + gates[j] * seen * self.align[j](streams[0], streams[m], valids[m])
+            aligned = self.align[j](streams[0], streams[m], bias=key_bias(valids[m], text.dtype))
+            streams[0] = streams[0] + gates[j] * seen * aligned
         # semantic alignment: summaries of each modality
         summaries = [self.summary[m](xs[m], vs[m], evs[m], present[:, m]) for m in range(3)]
         sem = torch.stack([s.mean(1) for s in summaries], 1)  # [B, 3, d]
         # hierarchical bottleneck fusion over the present modalities
         pres = present.to(text.dtype)  # [B, 3]
         weight = pres / pres.sum(1, keepdim=True).clamp_min(1.0)
-        b = self.bottleneck.expand(text.shape[0], -1, -1) + self.bottleneck_in((sem * weight.unsqueeze(-1)).sum(1)).unsqueeze(1)
-        n_b = b.shape[1]
+        shares = weight[:, :, None, None].unbind(1)  # 3 x [B, 1, 1]
+        alone = (pres.sum(1) == 0).to(text.dtype)[:, None, None]  # nothing present: keep the tokens
+        b = self.bottleneck + self.bottleneck_in((sem * weight.unsqueeze(-1)).sum(1)).unsqueeze(1)
+        # each stream's keys as an attention bias built once; the bottleneck tokens go first
+        # (always attended to, so no row is ever fully masked), so every slice below has a
+        # fixed start: fewer shape computations in the ONNX graph, and order does not matter
+        # to attention (no positions inside these blocks)
+        step_bias = [torch.where(v, 0.0, float("-inf")).to(text.dtype)[:, None, None, :] for v in valids]
+        n_b = c.n_bottleneck
         for layer in self.fuse:
-            update = torch.zeros_like(b)
+            update = None
             for m in range(3):
-                seq = torch.cat([streams[m], b], 1)
-                ones = torch.ones(b.shape[0], b.shape[1], dtype=torch.bool, device=b.device)
-                h = layer[m](seq, torch.cat([valids[m], ones], 1))
-                streams[m] = h[:, : streams[m].shape[1]]
-                update = update + weight[:, m, None, None] * h[:, streams[m].shape[1] :]
-            alone = (pres.sum(1) == 0).to(b.dtype)[:, None, None]  # nothing present: keep the tokens
+                h = layer[m](torch.cat([b, streams[m]], 1), bias=F.pad(step_bias[m], (n_b, 0)))
+                streams[m] = h[:, n_b:]
+                share = shares[m] * h[:, :n_b]
+                update = share if update is None else update + share
             b = update + alone * b
+            # neighbouring tokens averaged (8 -> 4 -> 2) by one constant product: no shape
+            # arithmetic in the graph
+            b = torch.matmul(_halving(n_b, b.dtype, b.device), b)
             n_b //= 2
-            b = b.reshape(b.shape[0], n_b, 2, -1).mean(2)
         text_summary = masked_mean(streams[0], valids[0])
         z = self.out_norm(b.mean(1) + text_summary)
         out = ordinal_outputs(self.head, z)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from models import checkpoint
-from models.fusion import FUSIONS
+from models.fusion import DEFAULT_FUSION, FUSIONS
 from models.paths import REPO_ROOT, assets_dir, cache_dir, data_root
 from models.runtime import SentimentModel
 from models.training import metrics
@@ -128,11 +128,33 @@ def compare_speed(names: list[str], assets: Path) -> dict:
     return out
 
 
-def sizes(names: list[str], assets: Path, run: Path) -> dict:
+def _train_seconds(name: str, run: Path, previous: dict) -> tuple[float | None, str]:
+    """The fusion stage's training time and where it comes from.
+
+    In order: this cache's ``timings.json`` (the training command writes LNLN under ``fusion`` and the others
+    under ``fusion:NAME``), the figure an earlier run of this command kept, and for LNLN the shipped run's
+    timings in ``docs/evaluation.json``.
+    """
     timings = json.loads((run / "timings.json").read_text()) if (run / "timings.json").exists() else {}
+    key = "fusion" if name == DEFAULT_FUSION else f"fusion:{name}"
+    if key in timings:
+        return timings[key], "this cache's timings.json"
+    if previous.get("train_seconds") is not None:
+        return previous["train_seconds"], previous.get("train_seconds_from", "an earlier run of this command")
+    evaluation = REPO_ROOT / "docs" / "evaluation.json"
+    if name == DEFAULT_FUSION and evaluation.exists():
+        meta = json.loads(evaluation.read_text()).get("meta", {})
+        if "fusion" in meta.get("train_timings_s", {}):
+            return meta["train_timings_s"]["fusion"], f"the shipped run of {meta.get('evaluated', '?')}, another host"
+    return None, ""
+
+
+def sizes(names: list[str], assets: Path, run: Path, previous: dict | None = None) -> dict:
+    previous = previous or {}
     out = {}
     for name in names:
         spec = FUSIONS[name]
+        seconds, source = _train_seconds(name, run, previous.get(name, {}))
         model, meta = checkpoint.load(assets / "weights" / f"{spec.stem}.safetensors", spec.model, spec.config)
         onnx = assets / "onnx" / f"{spec.stem}.onnx"
         out[name] = {
@@ -141,7 +163,8 @@ def sizes(names: list[str], assets: Path, run: Path) -> dict:
             "safetensors_bytes": (assets / "weights" / f"{spec.stem}.safetensors").stat().st_size,
             "onnx_bytes": onnx.stat().st_size if onnx.exists() else None,
             "valid_score": meta.get("valid_score"),
-            "train_seconds": timings.get(f"fusion:{name}", meta.get("train_seconds")),
+            "train_seconds": seconds,
+            "train_seconds_from": source,
         }
     return out
 
@@ -166,14 +189,26 @@ def _row(cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def _stamps(meta: dict) -> str:
+    """'Sections text, protocol measured on M at T; speed on ...' from the per-section stamps."""
+    groups: dict[tuple, list] = {}
+    for section, st in meta.get("sections", {}).items():
+        groups.setdefault((st["machine"], st["evaluated"]), []).append(section)
+    if not groups:
+        return f"Measured on {meta['machine']}, {meta['evaluated']}."
+    parts = [f"{', '.join(secs)} on {machine}, {when}" for (machine, when), secs in sorted(groups.items(), key=lambda g: g[0][1])]
+    return "Sections measured: " + "; ".join(parts) + "."
+
+
 def write_document(r: dict, path: Path) -> None:
     names = r["models"]
     titles = {n: FUSIONS[n].title for n in names}
     L = [
         "# Fusion models compared: LNLN, DashFusion, HME and late fusion",
         "",
-        f"Written by `python -m models.training.compare` on {r['meta']['machine']}, {r['meta']['evaluated']} "
-        f"({r['meta']['seconds']} s); do not edit by hand. Every model reads the same features of the same windows "
+        "Written by `python -m models.training.compare`; do not edit by hand. "
+        + _stamps(r["meta"])
+        + " Every model reads the same features of the same windows "
         "(the shipped encoders, calibration and in-domain statistics) and was trained by the same command on the same "
         "composed windows (`python -m models.training.train --stages fusion,select --set fusion_model=NAME`).",
         "",
@@ -208,7 +243,9 @@ def write_document(r: dict, path: Path) -> None:
                         f"{s['buffers']:,}",
                         round(s["safetensors_bytes"] / 1000),
                         round(s["onnx_bytes"] / 1000) if s["onnx_bytes"] else "-",
-                        s["train_seconds"] if s["train_seconds"] is not None else "-",
+                        (f"{s['train_seconds']}" + (" *" if "another host" in s.get("train_seconds_from", "") else ""))
+                        if s["train_seconds"] is not None
+                        else "-",
                         round(s["valid_score"], 4) if s["valid_score"] is not None else "-",
                         b1.get("p50_ms", "-"),
                         b1.get("p95_ms", "-"),
@@ -221,7 +258,13 @@ def write_document(r: dict, path: Path) -> None:
         L += [
             "",
             "The validation criterion is what training selects on: mean MAE + (1 - Acc-3) over the fixed validation "
-            "conditions (lower is better).",
+            "conditions (lower is better). Training times marked * were measured on another host than the rest"
+            + "".join(
+                f" ({titles[n]}: {r['sizes'][n]['train_seconds_from']})"
+                for n in names
+                if "another host" in r["sizes"][n].get("train_seconds_from", "")
+            )
+            + "; the speed columns are one onnxruntime session on this section's host.",
             "",
         ]
     if "text" in r:
@@ -317,7 +360,7 @@ def write_document(r: dict, path: Path) -> None:
                     ]
                 )
             )
-        L += ["", "Per real clip (truth: each model's clip label):", ""]
+        L += ["", "Per real clip (truth: the clip's label; each model's column: the label it gave the whole clip):", ""]
         files = list(re_[names[0]]["clips"])
         L += [_row(["clip", "truth", *[titles[n] for n in names]]), _row(["---"] * (2 + len(names)))]
         for f in files:
@@ -358,14 +401,16 @@ def main(argv=None) -> None:
         r["real"] = compare_real(live, root)
     if "speed" in sections:
         r["speed"] = compare_speed(names, assets)
-    r["sizes"] = sizes(names, assets, cache / "run")
+    r["sizes"] = sizes(names, assets, cache / "run", old.get("sizes"))
     r["models"] = names
     r["floors"] = floors(r)
-    r["meta"] = {
-        "evaluated": time.strftime("%Y-%m-%d %H:%M"),
-        "seconds": round(time.time() - t0),
-        "machine": f"{os.cpu_count()} cores, {cpu_name()}",
-    }
+    # each section keeps the run that measured it: a later --sections speed does not restamp the accuracy tables
+    stamp = {"evaluated": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} cores, {cpu_name()}"}
+    runs = dict(old.get("meta", {}).get("sections", {}))
+    if "sections" not in old.get("meta", {}) and "evaluated" in old.get("meta", {}):  # written before sections had stamps
+        runs.update({s: {k: old["meta"][k] for k in ("evaluated", "machine")} for s in SECTIONS if s in old})
+    runs.update({s: stamp for s in sections})
+    r["meta"] = {**stamp, "seconds": round(time.time() - t0), "sections": runs}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(r, indent=1))
     write_document(r, out.with_suffix(".md"))
