@@ -7,7 +7,7 @@ cues come from a **memory bank of training windows stored with the weights**.
 
 Inputs: ``models.types.FusionInputs`` (see ``models.fusion.lnln`` for the shapes).
 
-The network (``HMEConfig``: width 64, 4 heads; about 0.4 M parameters and a bank of 512
+The network (``HMEConfig``: width 64, 4 heads; about 0.3 M parameters and a bank of 512
 windows):
 1. Per modality, ``n_tokens`` tokens from a Transformer block over [tokens; steps] with the
    modality's evidence and presence (``models.fusion.base.ModalityEncoder``); the
