@@ -172,9 +172,7 @@ class SentimentModel:
                 f"{a} was written before the in-domain scores and the spread output: retrain "
                 "(python -m models.training.train) and run python -m models.training.export"
             )
-        m = {
-            name: checkpoint.load(a / "weights" / f"{name}.safetensors", *c)[0] for name, c in SHIPPED.items() if name != "fusion"
-        }
+        m = {name: checkpoint.load(checkpoint.weights_path(a, name), *c)[0] for name, c in SHIPPED.items() if name != "fusion"}
         stack = UnimodalStack(m["text_encoder"], m["audio_encoder"], m["face_encoder"])
         stack.temperature.copy_(torch.tensor(runtime["unimodal_temperature"]))
         stack.class_scores.copy_(torch.tensor(runtime["class_scores"]))

@@ -32,12 +32,54 @@ TEXT_TOKENS, AUDIO_FRAMES, FACE_FRAMES = 24, 150, 15
 
 
 def shipped_config(name: str) -> dict:
-    """The ``config`` a shipped ``assets/weights/NAME.safetensors`` was saved with (its
-    header is 8 bytes of length, then JSON)."""
-    with open(WEIGHTS / f"{name}.safetensors", "rb") as f:
+    """The ``config`` a shipped model was saved with: from the header of
+    ``assets/weights/NAME.safetensors`` (8 bytes of length, then JSON), or, for a model that
+    ships as ONNX only (the face encoder), from ``assets/onnx/NAME.onnx``'s metadata
+    (``models.checkpoint.embed``), read without the onnx package."""
+    path = WEIGHTS / f"{name}.safetensors"
+    if not path.is_file():
+        return _onnx_checkpoint(WEIGHTS.parent / "onnx" / f"{name}.onnx")["meta"]["config"]
+    with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
     return json.loads(header["__metadata__"]["config"])
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        b = buf[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if b < 0x80:
+            return value, i
+        shift += 7
+
+
+def _onnx_checkpoint(path: Path) -> dict:
+    """The ``checkpoint`` entry of an ONNX file's metadata_props (ModelProto field 14, each a
+    StringStringEntryProto of key 1 and value 2), walking the top-level protobuf fields."""
+    buf = path.read_bytes()
+    i = 0
+    while i < len(buf):
+        tag, i = _varint(buf, i)
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            _, i = _varint(buf, i)
+            continue
+        if wire != 2:
+            raise ValueError(f"{path}: unexpected protobuf wire type {wire}")
+        n, i = _varint(buf, i)
+        body, i = buf[i : i + n], i + n
+        if field == 14:
+            entry, j = {}, 0
+            while j < len(body):
+                t, j = _varint(body, j)
+                m, j = _varint(body, j)
+                entry[t >> 3], j = body[j : j + m].decode(), j + m
+            if entry.get(1) == "checkpoint":
+                return json.loads(entry[2])
+    raise ValueError(f"{path} holds no checkpoint metadata")
 
 
 def models_and_inputs(batch: int, device: str, dtype: torch.dtype) -> dict:

@@ -39,7 +39,7 @@ def test_shipped_weights_load_strictly():
     from models.runtime import SHIPPED
 
     for name, classes in SHIPPED.items():
-        m, meta = checkpoint.load(assets_dir() / "weights" / f"{name}.safetensors", *classes)
+        m, meta = checkpoint.load(checkpoint.weights_path(assets_dir(), name), *classes)
         assert all(torch.isfinite(p).all() for p in m.parameters())
         assert "config" in meta
 

@@ -234,7 +234,7 @@ def _check_onnx(path: Path) -> None:
 def test_the_shipped_assets_are_tensors_graphs_and_text_only():
     """assets/ holds safetensors weights, ONNX graphs, JSON and the model card: nothing
     whose loading can run code. Listed when written: MODEL_CARD.md, runtime.json,
-    onnx/{face_encoder,fusion,stack}.onnx, weights/{audio_encoder,domain,face_encoder,fusion,
+    onnx/{face_encoder,fusion,stack}.onnx, weights/{audio_encoder,domain,fusion,
     text_encoder}.safetensors."""
     files = [p for p in (ROOT / "assets").rglob("*") if p.is_file()]
     suffixes = {p.suffix for p in files}

@@ -248,7 +248,7 @@ def evaluate_faces(model: SentimentModel, data_root, live_path: bool = True) -> 
 
 # ---------------------------------------------------------------- main
 def _training_meta(path: Path) -> dict:
-    """How a shipped encoder was trained, from its safetensors metadata (device, epochs, ...)."""
+    """How a shipped encoder was trained, from its weights' metadata (device, epochs, ...)."""
     if not path.exists():
         return {}
     _, meta = checkpoint.read(path)
@@ -302,7 +302,7 @@ def main(argv=None) -> None:
         "evaluated": time.strftime("%Y-%m-%d %H:%M"),
         "eval_seconds": round(time.time() - t0),
         "single_modality_fallback": list(model.cfg.get("single_modality_fallback", [])),
-        "face_encoder_training": _training_meta(assets / "weights" / "face_encoder.safetensors"),
+        "face_encoder_training": _training_meta(checkpoint.weights_path(assets, "face_encoder")),
         "train_timings_s": json.loads((run / "timings.json").read_text())
         if (run / "timings.json").exists()
         else report.get("meta", {}).get("train_timings_s", {}),

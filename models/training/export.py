@@ -6,7 +6,11 @@
   encoders, each modality's own estimate, the in-domain scores, with the calibration of
   runtime.json and the in-domain stats baked in; it carries a fingerprint of them, and the
   runtime runs it only when its torch stack has the same);
-- ``face_encoder.onnx``: the face encoder, run on each frame as it arrives;
+- ``face_encoder.onnx``: the face encoder, run on each frame as it arrives. It is also the
+  face encoder's only shipped weights file: its initializers keep the parameter names and
+  its metadata the config and training notes (``models.checkpoint.embed``), so torch reads
+  it back exactly, and once it is checked the command removes
+  ``assets/weights/face_encoder.safetensors`` (when writing into the assets' own onnx/);
 - ``audio_encoder.onnx`` (``--models audio``, not shipped: the stack holds it).
 
 Sequence lengths and the batch are dynamic. Weights whose values float16 holds exactly (all
@@ -118,6 +122,10 @@ def export_audio(model: AudioEncoder, path: Path) -> None:
         ["states", "states_valid", "logits"],
         ({0: b, 1: n}, {0: b, 1: n}),
     )
+
+
+#: the face graph's initializer names: this prefix + the encoder's parameter names
+FACE_PREFIX = "m."
 
 
 def export_face(model: FaceEncoder, path: Path) -> None:
@@ -314,11 +322,17 @@ def main(argv=None) -> None:
         failures += _checked("audio", AudioOutputs(audio).eval(), out / "audio_encoder.onnx", afeeds, args.atol)
 
     if "face" in which:
-        face, _ = checkpoint.load(w / "face_encoder.safetensors", FaceEncoder, FaceEncoderConfig)
+        source = checkpoint.weights_path(a, "face_encoder")
+        face, meta = checkpoint.load(source, FaceEncoder, FaceEncoderConfig)
         export_face(face, out / "face_encoder.onnx")
         _halved(out / "face_encoder.onnx")
+        checkpoint.embed(out / "face_encoder.onnx", face, FACE_PREFIX, meta)
         ffeeds = [{"x": rng.normal(size=(b, 1, INPUT, INPUT)).astype(np.float32)} for b in (1, 5)]
-        failures += _checked("face", FaceOutputs(face).eval(), out / "face_encoder.onnx", ffeeds, args.atol)
+        bad = _checked("face", FaceOutputs(face).eval(), out / "face_encoder.onnx", ffeeds, args.atol)
+        failures += bad
+        if not bad and source.suffix == ".safetensors" and out.resolve() == (a / "onnx").resolve():
+            source.unlink()
+            print(f"removed {source}: face_encoder.onnx holds the same weights (one format shipped)")
     if failures:
         raise SystemExit(f"onnxruntime differs from torch beyond {args.atol}: {failures}")
     print(f"wrote {out}")
