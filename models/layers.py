@@ -69,10 +69,14 @@ class MultiHeadAttention(nn.Module):
         return self.o((att @ v).transpose(1, 2).flatten(2))
 
 
-def key_bias(valid: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """[B, S] key mask -> [B, 1, 1, S] additive attention bias: 0 for a key that takes part,
-    -inf for one that does not (a row with no valid key opens up entirely, as ``safe_key_mask``)."""
+def key_bias(valid: torch.Tensor, dtype: torch.dtype = torch.float32, lead: int = 0) -> torch.Tensor:
+    """[B, S] key mask -> [B, 1, 1, lead + S] additive attention bias: 0 for a key that takes
+    part, -inf for one that does not. With ``lead`` > 0 the keys are ``lead`` tokens that are
+    always attended to (learned tokens placed first), then the masked steps, so no row is
+    ever fully masked; with none, a row with no valid key opens up entirely (``safe_key_mask``)."""
     zero = torch.zeros((), dtype=dtype, device=valid.device)
+    if lead:
+        return F.pad(torch.where(valid, zero, float("-inf"))[:, None, None, :], (lead, 0))
     return torch.where(safe_key_mask(valid), zero, float("-inf"))[:, None, None, :]
 
 

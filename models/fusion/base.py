@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.layers import Block, MultiHeadAttention
+from models.layers import Block, MultiHeadAttention, key_bias
 from models.ordinal import bounded_score, ordinal_logits, spread_from_raw
 
 #: evidence columns per modality (``models.unimodal``): text score + 3 sentiment
@@ -79,8 +79,7 @@ class ModalityEncoder(nn.Module):
         cond = self.evidence(evidence) + self.presence(present.long())
         tok = self.tokens + cond.unsqueeze(1)  # [B, n_tokens, dim] by broadcasting
         h = torch.cat([tok, self.proj(x) * valid.unsqueeze(-1).to(x.dtype)], dim=1)
-        # the tokens are always attended to (so no row is fully masked), then the valid steps
-        bias = F.pad(torch.where(valid, 0.0, float("-inf")).to(x.dtype)[:, None, None, :], (self.n, 0))
+        bias = key_bias(valid, x.dtype, lead=self.n)  # the tokens, always attended to, then the valid steps
         for blk in self.blocks:
             h = blk(h, bias=bias)
         return self.norm(h[:, : self.n])

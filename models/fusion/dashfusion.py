@@ -148,16 +148,14 @@ class DashFusion(nn.Module):
         shares = weight[:, :, None, None].unbind(1)  # 3 x [B, 1, 1]
         alone = (pres.sum(1) == 0).to(text.dtype)[:, None, None]  # nothing present: keep the tokens
         b = self.bottleneck + self.bottleneck_in((sem * weight.unsqueeze(-1)).sum(1)).unsqueeze(1)
-        # each stream's keys as an attention bias built once; the bottleneck tokens go first
-        # (always attended to, so no row is ever fully masked), so every slice below has a
-        # fixed start: fewer shape computations in the ONNX graph, and order does not matter
-        # to attention (no positions inside these blocks)
-        step_bias = [torch.where(v, 0.0, float("-inf")).to(text.dtype)[:, None, None, :] for v in valids]
+        # the bottleneck tokens go first (always attended to, so no row is ever fully masked),
+        # so every slice below has a fixed start: fewer shape computations in the ONNX graph,
+        # and order does not matter to attention (no positions inside these blocks)
         n_b = c.n_bottleneck
         for layer in self.fuse:
             update = None
             for m in range(3):
-                h = layer[m](torch.cat([b, streams[m]], 1), bias=F.pad(step_bias[m], (n_b, 0)))
+                h = layer[m](torch.cat([b, streams[m]], 1), bias=key_bias(valids[m], text.dtype, lead=n_b))
                 streams[m] = h[:, n_b:]
                 share = shares[m] * h[:, :n_b]
                 update = share if update is None else update + share
