@@ -70,14 +70,14 @@ class MultiHeadAttention(nn.Module):
 
 
 def key_bias(valid: torch.Tensor, dtype: torch.dtype = torch.float32, lead: int = 0) -> torch.Tensor:
-    """[B, S] key mask -> [B, 1, 1, lead + S] additive attention bias: 0 for a key that takes
+    """[..., B, S] key mask -> [..., B, 1, 1, lead + S] additive attention bias: 0 for a key that takes
     part, -inf for one that does not. With ``lead`` > 0 the keys are ``lead`` tokens that are
     always attended to (learned tokens placed first), then the masked steps, so no row is
     ever fully masked; with none, a row with no valid key opens up entirely (``safe_key_mask``)."""
     zero = torch.zeros((), dtype=dtype, device=valid.device)
     if lead:
-        return F.pad(torch.where(valid, zero, float("-inf"))[:, None, None, :], (lead, 0))
-    return torch.where(safe_key_mask(valid), zero, float("-inf"))[:, None, None, :]
+        return F.pad(torch.where(valid, zero, float("-inf"))[..., None, None, :], (lead, 0))
+    return torch.where(safe_key_mask(valid), zero, float("-inf"))[..., None, None, :]
 
 
 class Block(nn.Module):
@@ -98,6 +98,99 @@ class Block(nn.Module):
         kv = q if ctx is None else self.norm_ctx(ctx)
         x = x + self.drop(self.attn(q, kv, key_valid, bias))
         return x + self.drop(self.ff(self.norm2(x)))
+
+
+def stacked_layer_norm(x: torch.Tensor, norms) -> torch.Tensor:
+    """x [M, ..., D]: slice m through ``norms[m]`` (M LayerNorms of width D, one eps)."""
+    shape = (len(norms),) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+    g = torch.stack([n.weight for n in norms]).reshape(shape)
+    b = torch.stack([n.bias for n in norms]).reshape(shape)
+    return F.layer_norm(x, x.shape[-1:], eps=norms[0].eps) * g + b
+
+
+def stacked_linear(x: torch.Tensor, linears) -> torch.Tensor:
+    """x [M, B, L, in]: slice m through ``linears[m]`` (M Linears of one shape), one product."""
+    w = torch.stack([lin.weight.T for lin in linears])[:, None]  # [M, 1, in, out]
+    b = torch.stack([lin.bias for lin in linears])[:, None, None]  # [M, 1, 1, out]
+    return x @ w + b
+
+
+def folded_norm_linear(norm: nn.LayerNorm, weight: torch.Tensor, bias: torch.Tensor):
+    """A LayerNorm's scale g and shift b folded into the linear map (weight [out, in], bias
+    [out]) that follows it: W (n g + b) + c = (W g) n + (W b + c). Returns the folded
+    (weight, bias); n is the plain normalisation ``F.layer_norm(x, (in,))``."""
+    return weight * norm.weight, weight @ norm.bias + bias
+
+
+def head_projection(norm: nn.LayerNorm, attn: MultiHeadAttention, which: str):
+    """The projections ``which`` (a string of "q", "k", "v") of ``attn`` after ``norm``, laid
+    out per head: weight [heads, D, n d/h] and bias [heads, 1, n d/h], so that
+    ``F.layer_norm(x, (D,)).unsqueeze(-3) @ weight + bias`` [..., heads, L, n d/h] holds each
+    head's projections side by side (q already scaled), with no reshape or transpose of the
+    activations; ``norm``'s scale and shift are folded in (``folded_norm_linear``)."""
+    h = attn.heads
+    lins = [getattr(attn, name) for name in which]
+    d = lins[0].weight.shape[1]
+    s = torch.tensor([attn.scale if name == "q" else 1.0 for name in which], dtype=lins[0].weight.dtype)
+    s = s.to(lins[0].weight.device).repeat_interleave(d)
+    w, c = folded_norm_linear(
+        norm, torch.cat([lin.weight for lin in lins]) * s[:, None], torch.cat([lin.bias for lin in lins]) * s
+    )
+    n = len(lins)
+    w = w.reshape(n, h, -1, d).permute(1, 3, 0, 2).reshape(h, d, -1)
+    return w, c.reshape(n, h, 1, -1).permute(1, 2, 0, 3).reshape(h, 1, -1)
+
+
+def head_output(attn: MultiHeadAttention):
+    """``attn``'s output projection per head: weight [heads, d/h, D] and bias [1, D], so that
+    ``(per_head @ weight).sum(-3) + bias`` is the projection of the heads side by side."""
+    return attn.o.weight.T.reshape(attn.heads, -1, attn.o.weight.shape[0]), attn.o.bias[None]
+
+
+def stacked_blocks(blocks, x: torch.Tensor, bias: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+    """M self-attention ``Block``s of one shape run side by side: x [M, B, L, D], slice m
+    through ``blocks[m]`` with the additive key bias ``bias`` [M, B, 1, 1, L] (``key_bias``).
+    With ``rows`` only the first ``rows`` outputs are computed ([M, B, rows, D]; every row
+    is still a key): for a caller that reads no more.
+
+    The same function as calling each block on its slice, with the blocks' own weights (so
+    their parameters and names stay as they are), rearranged for onnxruntime at batch 1,
+    whose time follows the node count: one set of batched products for all M blocks; the
+    heads made by the projection weights themselves ([M, 1, heads, D, d/h]: no reshapes
+    or transposes of the activations) and merged by a sum over heads; each LayerNorm's
+    scale and shift and the attention's scaling folded into the product after it
+    (``folded_norm_linear``). Rows past a slice's own length (padding) are computed and
+    meaningless; as keys they are masked by ``bias``."""
+    first = blocks[0]
+    d = x.shape[-1]
+    eps = first.norm1.eps
+    w, c = (torch.stack(t)[:, None] for t in zip(*(head_projection(blk.norm1, blk.attn, "qkv") for blk in blocks)))
+    n = F.layer_norm(x, (d,), eps=eps).unsqueeze(2)  # [M, B, 1, L, D]
+    q, k, v = (n @ w + c).chunk(3, dim=-1)  # [M, B, heads, L, d/h] each
+    if rows is not None:
+        q, x = q[..., :rows, :], x[..., :rows, :]
+    att = F.dropout((q @ k.transpose(-1, -2) + bias).softmax(-1), first.attn.dropout, first.training)
+    wo, bo = (torch.stack(t)[:, None] for t in zip(*(head_output(blk.attn) for blk in blocks)))
+    x = x + first.drop((att @ v @ wo).sum(2) + bo)
+    f1 = [folded_norm_linear(blk.norm2, blk.ff[0].weight, blk.ff[0].bias) for blk in blocks]
+    f = (
+        F.layer_norm(x, (d,), eps=eps) @ torch.stack([w.T for w, _ in f1])[:, None]
+        + torch.stack([c for _, c in f1])[:, None, None]
+    )
+    f = first.ff[2](F.gelu(f))
+    return x + first.drop(stacked_linear(f, [blk.ff[3] for blk in blocks]))
+
+
+def shared_norm_linear(x: torch.Tensor, pairs) -> torch.Tensor:
+    """Several ``nn.Sequential(LayerNorm, Linear)`` over the same x [..., in] in one product:
+    the statistics are computed once and each LayerNorm is folded into its Linear
+    (``folded_norm_linear``: the same function). Returns the pairs' outputs side by side
+    [..., sum of their widths], in order."""
+    n = F.layer_norm(x, x.shape[-1:], eps=pairs[0][0].eps)
+    folded = [folded_norm_linear(norm, lin.weight, lin.bias) for norm, lin in pairs]
+    w = torch.cat([w for w, _ in folded])
+    b = torch.cat([c for _, c in folded])
+    return F.linear(n, w, b)
 
 
 class AttentionPool(nn.Module):

@@ -106,6 +106,101 @@ def test_training_hooks_give_a_finite_loss_that_trains(name):
         assert int(m.bank_filled.sum()) == 8
 
 
+def _perturbed(module, seed):
+    """Every parameter moved by noise: LayerNorm scales away from 1 and biases away from 0,
+    so folding them into the products that follow is really exercised."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    return module
+
+
+def _dashfusion_one_modality_at_a_time(model, text, text_valid, audio, audio_valid, vision, vision_valid, evidence, present):
+    """DashFusion as its module docstring reads, each module called on its own modality
+    (``StepProjection``, ``CrossUpdate``, ``ModalityEncoder``, ``Block``): the reference for
+    ``DashFusion.forward``'s stacked form."""
+    from models.fusion.base import ordinal_outputs, pool_audio, split_evidence
+    from models.fusion.dashfusion import _halving
+    from models.layers import key_bias, masked_mean
+
+    c = model.cfg
+    audio, audio_valid = pool_audio(audio, audio_valid, c.audio_pool)
+    evs = split_evidence(evidence)
+    xs, vs = (text, audio, vision), (text_valid, audio_valid, vision_valid)
+    streams, valids = [], []
+    for m in range(3):
+        h, v = model.steps[m](xs[m], vs[m], evs[m], present[:, m])
+        streams.append(h)
+        valids.append(v)
+    gates = torch.tanh(model.align_gate)
+    for j, m in enumerate((1, 2)):
+        seen = valids[m].any(1, keepdim=True).unsqueeze(-1).float()
+        aligned = model.align[j](streams[0], streams[m], valids[m])
+        streams[0] = streams[0] + gates[j] * seen * aligned
+    sem = torch.stack([model.summary[m](xs[m], vs[m], evs[m], present[:, m]).mean(1) for m in range(3)], 1)
+    pres = present.float()
+    weight = pres / pres.sum(1, keepdim=True).clamp_min(1.0)
+    alone = (pres.sum(1) == 0).float()[:, None, None]
+    b = model.bottleneck + model.bottleneck_in((sem * weight.unsqueeze(-1)).sum(1)).unsqueeze(1)
+    n_b = c.n_bottleneck
+    for layer in model.fuse:
+        update = alone * b
+        for m in range(3):
+            h = layer[m](torch.cat([b, streams[m]], 1), bias=key_bias(valids[m], lead=n_b))
+            streams[m] = h[:, n_b:]
+            update = update + weight[:, m, None, None] * h[:, :n_b]
+        b = _halving(n_b, b.dtype, b.device) @ update
+        n_b //= 2
+    z = model.out_norm(b.mean(1) + masked_mean(streams[0], valids[0]))
+    out = ordinal_outputs(model.head, z)
+    out.update(z=z, semantic=sem, completeness=valids[0].float().sum(1) / text_valid.float().sum(1).clamp_min(1.0))
+    return out
+
+
+@pytest.mark.parametrize("lengths", [(20, 75, 15), (6, 40, 15), (3, 12, 30), (33, 80, 2), (1, 1, 1)])
+def test_dashfusion_stacked_forward_equals_its_modules_one_at_a_time(lengths):
+    """The stacked, padded form (audio and vision side by side, norms folded into products,
+    heads made by the weights, only the rows read computed) is the same function as the
+    modules run one modality at a time: outputs and gradients, with missing modalities,
+    rows with no valid step, audio longer or shorter than vision."""
+    m = _perturbed(_fresh("dashfusion", seed=4), seed=5)
+    feed = random_fusion_inputs(5, *lengths, np.random.default_rng(sum(lengths)))
+    feed["present"][0] = True
+    feed["present"][1] = False
+    feed["audio_valid"][2] = False
+    x = _tensors(feed)
+    got = m(*x)
+    ref = _dashfusion_one_modality_at_a_time(m, *x)
+    for k in ("score", "spread", "logits", "completeness", "z", "semantic"):
+        torch.testing.assert_close(got[k], ref[k], atol=2e-5, rtol=1e-4, msg=k)
+    params = [p for p in m.parameters() if p.requires_grad]
+    g1 = torch.autograd.grad((got["score"] * torch.arange(5.0)).sum() + got["semantic"].square().sum(), params, allow_unused=True)
+    g2 = torch.autograd.grad((ref["score"] * torch.arange(5.0)).sum() + ref["semantic"].square().sum(), params, allow_unused=True)
+    for a, b in zip(g1, g2):
+        if a is None or b is None:
+            assert a is None and b is None or float((a if b is None else b).abs().max()) == 0.0
+        else:
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_stacked_blocks_equal_each_block_on_its_slice():
+    from models.layers import Block, key_bias, stacked_blocks
+
+    torch.manual_seed(0)
+    blocks = [_perturbed(Block(16, 4, 32, 0.1), seed=i).eval() for i in range(3)]
+    x = torch.randn(3, 2, 7, 16)
+    valid = torch.rand(3, 2, 5) > 0.4
+    valid[1, 0] = False  # a row with no valid step: only the two leading tokens are keys
+    bias = key_bias(valid, lead=2)
+    out = stacked_blocks(blocks, x, bias)
+    first = stacked_blocks(blocks, x, bias, rows=2)
+    for i, blk in enumerate(blocks):
+        ref = blk(x[i], bias=bias[i])
+        torch.testing.assert_close(out[i], ref, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(first[i], ref[:, :2], atol=1e-5, rtol=1e-4)
+
+
 def test_hme_bank_is_part_of_the_weights(tmp_path):
     from models import checkpoint
     from models.fusion.hme import HME, HMEConfig

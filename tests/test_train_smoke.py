@@ -118,7 +118,10 @@ def test_train_export_evaluate_tiny(tmp_path, monkeypatch):
     for name in cmp["models"]:
         assert set(cmp["composed"][name]["subsets"]) == {"T+A+V", "T+A", "T+V", "T", "A+V", "A", "V"}
         assert cmp["speed"][name]["batch1"]["p50_ms"] > 0 and cmp["sizes"][name]["parameters"] > 0
+        by_length = cmp["speed"][name]["by_text_length"]
+        assert list(by_length) == ["5", "12", "20", "40"] and min(by_length.values()) > 0
     md = (docs / "fusion-comparison.md").read_text()
+    assert "p50 ms by the window's text word pieces" in md
     assert "DashFusion" in md and "HME" in md and "late fusion" in md
 
     evaluate.main(["--cache", str(cache), "--assets", str(assets), "--docs", str(docs), "--no-live-faces"])

@@ -48,7 +48,7 @@ from models.training.evaluate import _pct, evaluate_lnln_protocol, ridge_baselin
 from models.training.evaluate_composed import COMPOSED_SEED, evaluate_composed
 from models.training.feature_cache import text_features
 from models.training.predict import face_view_features, predict_text_models
-from models.training.speed import batched_throughput, benchmark_fusion, cpu_name
+from models.training.speed import batched_throughput, benchmark_fusion, cpu_name, latency_by_text_length
 from models.types import score_to_class
 
 SECTIONS = ("text", "protocol", "composed", "real", "speed")
@@ -124,7 +124,11 @@ def compare_speed(names: list[str], assets: Path) -> dict:
     out = {}
     for name in names:
         stem = FUSIONS[name].stem
-        out[name] = {"batch1": benchmark_fusion(assets, stem=stem), "batched": batched_throughput(assets, stem)}
+        out[name] = {
+            "batch1": benchmark_fusion(assets, stem=stem),
+            "batched": batched_throughput(assets, stem),
+            "by_text_length": latency_by_text_length(assets, stem),
+        }
     return out
 
 
@@ -267,6 +271,18 @@ def write_document(r: dict, path: Path) -> None:
             + "; the speed columns are one onnxruntime session on this section's host.",
             "",
         ]
+        by = {n: r.get("speed", {}).get(n, {}).get("by_text_length") for n in names}
+        if all(by.values()):
+            lengths = list(by[names[0]])
+            L += [
+                "Batch 1, one thread, p50 ms by the window's text word pieces (audio and vision of a full 3 s window; "
+                "every length timed in turn, round after round):",
+                "",
+                _row(["model"] + [f"{k} pieces" for k in lengths]),
+                _row(["---"] * (len(lengths) + 1)),
+            ]
+            L += [_row([titles[n]] + [by[n][k] for k in lengths]) for n in names]
+            L += [""]
     if "text" in r:
         t = r["text"]
         L += ["## 1. Text only (MOSI / MOSEI test), single-modality fallback off", ""]

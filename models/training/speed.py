@@ -68,6 +68,38 @@ def benchmark_fusion(assets: Path, n: int = 500, stem: str = "fusion") -> dict:
     }
 
 
+def latency_by_text_length(assets: Path, stem: str = "fusion", lengths=(5, 12, 20, 40), n: int = 300) -> dict:
+    """p50 ms of the fusion ``stem`` at batch 1 on one thread in onnxruntime, by the number of
+    text word pieces in the window (audio and vision as in a full 3 s window): {pieces: ms}.
+    The lengths are timed in turn, round after round, so a busy spell touches them alike."""
+    import onnxruntime as ort
+
+    from models.training.export import random_fusion_inputs
+
+    path = assets / "onnx" / f"{stem}.onnx"
+    if not path.exists():
+        return {"error": f"{path} missing: run python -m models.training.export"}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feeds = {}
+    for k in lengths:
+        feed = random_fusion_inputs(1, k, AUDIO_FRAMES // 2, VISION_FRAMES, np.random.default_rng(k))
+        feed["present"][:] = True
+        feed["text_valid"][:] = True
+        feeds[k] = feed
+        for _ in range(30):
+            sess.run(None, feed)
+    times = {k: [] for k in lengths}
+    for _ in range(n):
+        for k, feed in feeds.items():
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            times[k].append(1000 * (time.perf_counter() - t0))
+    return {str(k): round(float(np.median(v)), 3) for k, v in times.items()}
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
