@@ -18,26 +18,40 @@ import torch
 from models.types import AUDIO_FRAMES, VISION_FRAMES
 
 
-def benchmark_fusion(assets: Path, n: int = 500, stem: str = "fusion") -> dict:
-    """Fusion forward pass in onnxruntime, batch 1, one thread, a typical 3 s window
-    (20 word pieces, 75 audio states, 15 face frames: ``models.types``' window shape); also
-    with what follows it per window: the agreement step (``models.agreement.combine``) and
-    the smoothing. ``stem``: which fusion (``models.fusion.FUSIONS[name].stem``)."""
+def _session(assets: Path, stem: str, threads: int):
+    """An onnxruntime CPU session of ``assets/onnx/<stem>.onnx`` on ``threads`` threads, or
+    an error dict when the file is missing."""
     import onnxruntime as ort
-
-    from models.training.export import random_fusion_inputs
 
     path = assets / "onnx" / f"{stem}.onnx"
     if not path.exists():
         return {"error": f"{path} missing: run python -m models.training.export"}
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    # the audio encoder's states come at half the frame rate
-    feed = random_fusion_inputs(1, 20, AUDIO_FRAMES // 2, VISION_FRAMES, np.random.default_rng(0))
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _window(batch: int, text_pieces: int, seed: int) -> dict:
+    """Fusion inputs of ``batch`` full 3 s windows (every modality and word piece present;
+    the audio encoder's states come at half the frame rate)."""
+    from models.training.export import random_fusion_inputs
+
+    feed = random_fusion_inputs(batch, text_pieces, AUDIO_FRAMES // 2, VISION_FRAMES, np.random.default_rng(seed))
     feed["present"][:] = True
     feed["text_valid"][:] = True
+    return feed
+
+
+def benchmark_fusion(assets: Path, n: int = 500, stem: str = "fusion") -> dict:
+    """Fusion forward pass in onnxruntime, batch 1, one thread, a typical 3 s window
+    (20 word pieces, 75 audio states, 15 face frames: ``models.types``' window shape); also
+    with what follows it per window: the agreement step (``models.agreement.combine``) and
+    the smoothing. ``stem``: which fusion (``models.fusion.FUSIONS[name].stem``)."""
+    sess = _session(assets, stem, 1)
+    if isinstance(sess, dict):
+        return sess
+    feed = _window(1, 20, 0)
     for _ in range(50):
         sess.run(None, feed)
     from models.agreement import combine
@@ -72,23 +86,11 @@ def latency_by_text_length(assets: Path, stem: str = "fusion", lengths=(5, 12, 2
     """p50 ms of the fusion ``stem`` at batch 1 on one thread in onnxruntime, by the number of
     text word pieces in the window (audio and vision as in a full 3 s window): {pieces: ms}.
     The lengths are timed in turn, round after round, so a busy spell touches them alike."""
-    import onnxruntime as ort
-
-    from models.training.export import random_fusion_inputs
-
-    path = assets / "onnx" / f"{stem}.onnx"
-    if not path.exists():
-        return {"error": f"{path} missing: run python -m models.training.export"}
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    feeds = {}
-    for k in lengths:
-        feed = random_fusion_inputs(1, k, AUDIO_FRAMES // 2, VISION_FRAMES, np.random.default_rng(k))
-        feed["present"][:] = True
-        feed["text_valid"][:] = True
-        feeds[k] = feed
+    sess = _session(assets, stem, 1)
+    if isinstance(sess, dict):
+        return sess
+    feeds = {k: _window(1, k, k) for k in lengths}
+    for feed in feeds.values():
         for _ in range(30):
             sess.run(None, feed)
     times = {k: [] for k in lengths}
@@ -113,20 +115,10 @@ def cpu_name() -> str:
 def batched_throughput(assets: Path, stem: str = "fusion", batch: int = 256, threads: int = 2, seconds: float = 3.0) -> dict:
     """Windows per second of the fusion ``stem`` in onnxruntime at ``batch`` windows a call
     (typical 3 s windows, every modality present), on ``threads`` threads."""
-    import onnxruntime as ort
-
-    from models.training.export import random_fusion_inputs
-
-    path = assets / "onnx" / f"{stem}.onnx"
-    if not path.exists():
-        return {"error": f"{path} missing: run python -m models.training.export"}
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    feed = random_fusion_inputs(batch, 20, AUDIO_FRAMES // 2, VISION_FRAMES, np.random.default_rng(0))
-    feed["present"][:] = True
-    feed["text_valid"][:] = True
+    sess = _session(assets, stem, threads)
+    if isinstance(sess, dict):
+        return sess
+    feed = _window(batch, 20, 0)
     for _ in range(3):
         sess.run(None, feed)
     calls, t0 = 0, time.perf_counter()
