@@ -147,6 +147,15 @@ def head_output(attn: MultiHeadAttention):
     return attn.o.weight.T.reshape(attn.heads, -1, attn.o.weight.shape[0]), attn.o.bias[None]
 
 
+def head_attention(q, k, v, bias, wo, bo, dropout: float = 0.0, training: bool = False) -> torch.Tensor:
+    """Attention on heads laid out by ``head_projection``: q [..., heads, L, d/h], k and v
+    [..., heads, S, d/h], the additive key ``bias`` [..., 1, 1, S] (``key_bias``), and the
+    output projection per head ``wo`` [..., heads, d/h, D], ``bo`` (``head_output``).
+    Returns [..., L, D]: the heads merged by a sum, no reshape of the activations."""
+    att = F.dropout((q @ k.transpose(-1, -2) + bias).softmax(-1), dropout, training)
+    return (att @ v @ wo).sum(-3) + bo
+
+
 def stacked_blocks(blocks, x: torch.Tensor, bias: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     """M self-attention ``Block``s of one shape run side by side: x [M, B, L, D], slice m
     through ``blocks[m]`` with the additive key bias ``bias`` [M, B, 1, 1, L] (``key_bias``).
@@ -169,9 +178,8 @@ def stacked_blocks(blocks, x: torch.Tensor, bias: torch.Tensor, rows: int | None
     q, k, v = (n @ w + c).chunk(3, dim=-1)  # [M, B, heads, L, d/h] each
     if rows is not None:
         q, x = q[..., :rows, :], x[..., :rows, :]
-    att = F.dropout((q @ k.transpose(-1, -2) + bias).softmax(-1), first.attn.dropout, first.training)
     wo, bo = (torch.stack(t)[:, None] for t in zip(*(head_output(blk.attn) for blk in blocks)))
-    x = x + first.drop((att @ v @ wo).sum(2) + bo)
+    x = x + first.drop(head_attention(q, k, v, bias, wo, bo, first.attn.dropout, first.training))
     f1 = [folded_norm_linear(blk.norm2, blk.ff[0].weight, blk.ff[0].bias) for blk in blocks]
     f = (
         F.layer_norm(x, (d,), eps=eps) @ torch.stack([w.T for w, _ in f1])[:, None]

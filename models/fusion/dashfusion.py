@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from models.fusion.base import EVIDENCE_DIMS, CrossUpdate, ModalityEncoder, ordinal_outputs, pool_audio
 from models.layers import (
     Block,
+    head_attention,
     head_output,
     head_projection,
     key_bias,
@@ -191,9 +192,8 @@ class DashFusion(nn.Module):
         for j in range(2):
             wq, cq = head_projection(self.align[j].norm_q, align[j], "q")
             q = F.layer_norm(text_stream, (c.dim,), eps=eps).unsqueeze(1) @ wq + cq  # [B, heads, L, d/h]
-            att = F.dropout((q @ k[j].transpose(-1, -2) + bias[j]).softmax(-1), align[j].dropout, self.training)
-            wo, bo = head_output(align[j])
-            text_stream = text_stream + seen[j] * ((att @ v[j] @ wo).sum(1) + bo)
+            aligned = head_attention(q, k[j], v[j], bias[j], *head_output(align[j]), align[j].dropout, self.training)
+            text_stream = text_stream + seen[j] * aligned
         streams[0] = text_stream[None]
         # semantic alignment: each modality's summary tokens over its steps
         n_tok = c.n_tokens
